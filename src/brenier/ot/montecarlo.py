@@ -86,7 +86,7 @@ def batch_stats(
     seed: int,
     quasi: bool = True,
     pairs: bool = False,
-    eps_quantile: float = 0.5,
+    eps_quantile: float = 0.15,
     k_pairs: int = 8,
 ) -> BatchStats:
     """Count samples per power cell; with ``pairs``, also count near-tie pairs for the Hessian.
@@ -126,15 +126,23 @@ def batch_stats(
             a, b = i[r, 0], i[r, c + 1]
             keys.append(torch.minimum(a, b) * n + torch.maximum(a, b))
             weights.append(w[r, c])
+            if len(keys) >= 16:  # merge duplicates as we go: memory stays O(#pairs), not O(M)
+                keys, weights = _merge_pairs(keys, weights)
     counts = halves.sum(0)
     split = float(0.5 * (halves[0].double() / max(sizes[0], 1) - halves[1].double() / max(sizes[1], 1)).abs().sum())
     if not pairs:
         return BatchStats(counts, n_samples, split_tv=split)
-    k = torch.cat(keys) if keys else torch.empty(0, dtype=torch.int64, device=pot.device)
-    wt = torch.cat(weights) if weights else torch.empty(0, dtype=torch.float64, device=pot.device)
-    uniq, inv = torch.unique(k, return_inverse=True)
-    acc = torch.zeros(uniq.shape[0], dtype=torch.float64, device=pot.device).index_add_(0, inv, wt)
+    if not keys:
+        keys, weights = [torch.empty(0, dtype=torch.int64, device=pot.device)], [torch.empty(0, dtype=torch.float64, device=pot.device)]
+    (uniq,), (acc,) = _merge_pairs(keys, weights)
     return BatchStats(counts, n_samples, split, torch.stack([uniq // n, uniq % n], 1), acc / n_samples, eps or 0.0)
+
+
+def _merge_pairs(keys: list[torch.Tensor], weights: list[torch.Tensor]):
+    """Sum the weights of equal pair keys: ([unique keys], [summed weights])."""
+    uniq, inv = torch.unique(torch.cat(keys), return_inverse=True)
+    acc = torch.zeros(uniq.shape[0], dtype=torch.float64, device=uniq.device).index_add_(0, inv, torch.cat(weights))
+    return [uniq], [acc]
 
 
 def estimate_masses(pot: BrenierPotential, source: Source, n_samples: int, *, seed: int, quasi: bool = True) -> torch.Tensor:
@@ -235,7 +243,8 @@ def solve_newton(
     growth: float = 2.0,
     max_samples: int | None = None,
     max_iter: int = 200,
-    eps_quantile: float = 0.5,
+    eps_quantile: float = 0.15,
+    max_time: float | None = None,
     callback: Callback | None = None,
 ) -> SolverState:
     """Monte Carlo damped Newton (see the module docstring). Updates ``state`` in place.
@@ -252,39 +261,51 @@ def solve_newton(
     t0 = time.perf_counter()
     pot.reset_count()
     h = state.heights.to(pot.device, torch.float64)
-    prev: tuple[float, torch.Tensor, torch.Tensor] | None = None  # (tv, h before step, step)
+    prev = None  # (tv, g, h before the step, step) of the last accepted step
     tau = 1.0
+    # kappa corrects the overall scale of the sampled Hessian (smoothing biases it, most in low
+    # d): after each step the measured mass change is compared with the predicted one.
+    kappa = float(state.extra.get("kappa", torch.tensor(1.0)))
     while state.iteration < max_iter:
         pot.set_heights(h)
         stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + state.iteration, quasi=quasi,
                             pairs=True, eps_quantile=eps_quantile)
         g = stats.counts.double() / stats.n_samples - nu
-        rec = _record(state, stats, nu, t0, pot, step=tau)
+        rec = _record(state, stats, nu, t0, pot, step=tau, kappa=kappa)
         state.iteration += 1
         _advance(state, rec, h, callback)
         if _converged(rec, tol):
             state.converged = True
             break
+        if max_time is not None and rec["time"] > max_time:
+            break
         tv, floor = rec["tv_estimate"], rec["noise_floor"]
-        if prev is not None and tv > (1 - tau / 2) * prev[0] + 2 * floor and tau > 1 / 64:
-            # Not the decrease a damped Newton step must give (Kitagawa-Merigot-Thibert, up to
-            # the noise floor): the step overshot; retry it halved from where it started.
+        if prev is not None and prev[0] > 3 * floor:
+            # response ratio: actual mass change / the change the model predicted (tau g / kappa)
+            pred = tau * prev[1] / prev[4]
+            ratio = float(torch.dot(prev[1] - g, pred) / torch.dot(pred, pred).clamp_min(1e-300))
+            kappa = min(max(kappa * min(max(ratio, 0.5), 2.0) ** 0.7, 0.1), 20.0)
+        if prev is not None and tv > prev[0] + 2 * floor and tau > 1 / 32:
+            # The step overshot: retry it halved from where it started (damped Newton).
             tau /= 2
-            h = prev[1] - tau * prev[2]
+            h = prev[2] - tau * prev[3]
             continue
+        # a step that needed halving makes the next one start at twice its length, not at 1
+        trust = 1.0 if prev is None else min(1.0, 2 * tau)
         # Grow the sample once the measured mismatch is mostly noise, or stops shrinking:
         # more steps at this size would only re-shuffle the noise.
-        stalled = prev is not None and tv > 0.8 * prev[0]
+        stalled = prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor
         if tv <= 2.5 * floor or stalled:
             if state.batch * growth > max_samples:
                 break
             state.batch = int(state.batch * growth)
-        delta = _laplacian_solve(stats, g, n)
+        delta = _laplacian_solve(stats, g, n) / kappa
         # Only the signal share of the measured mismatch is worth a full step; the rest is
         # sampling noise that a full step would write into h (tv^2 ~ signal^2 + floor^2).
-        tau = min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
-        prev = (tv, h.clone(), delta)
+        tau = trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
+        prev = (tv, g, h.clone(), delta, kappa)
         h = h - tau * delta
+        state.extra["kappa"] = torch.tensor(kappa)
     state.heights = h
     state.evaluations += pot.evaluations
     state.elapsed += time.perf_counter() - t0
@@ -306,6 +327,7 @@ def solve_adam(
     patience: int = 30,
     max_samples: int | None = None,
     max_iter: int = 20_000,
+    max_time: float | None = None,
     callback: Callback | None = None,
 ) -> SolverState:
     """The AE-OT baseline: Adam (β = 0.9, 0.999, no bias correction, as in pyOMT) on h.
@@ -342,6 +364,8 @@ def solve_adam(
         _advance(state, rec, h, callback)
         if _converged(rec, tol):
             state.converged = True
+            break
+        if max_time is not None and rec["time"] > max_time:
             break
         m = 0.9 * m + 0.1 * g
         v2 = 0.999 * v2 + 0.001 * g * g

@@ -112,7 +112,8 @@ class SemiDiscreteOT:
 
         ``checkpoint``: a file path; the solver state is written there atomically after each
         iteration, and a later ``fit`` with the same data and path resumes from it.
-        ``callback(record)``: called after each iteration with a dict of progress numbers.
+        ``callback(record)``: called after each iteration with a dict of progress numbers (for
+        Monte Carlo methods also ``"heights"``: the (unique) heights just evaluated).
         ``progress``: show a Rich progress bar. Ctrl-C stops the fit and keeps the best heights
         found so far (``interrupted_`` is then True).
         """
@@ -236,7 +237,7 @@ class SemiDiscreteOT:
                 bar(f"iter {rec['iteration']}: TV≈{rec['tv_debiased']:.4f} (floor {rec['noise_floor']:.4f}, "
                     f"{rec['samples']:.2g} samples)", rec["tv_debiased"], tol)
                 if callback is not None:
-                    callback(rec)
+                    callback({**rec, "heights": h})
 
             try:
                 solver(pot, self.source_, nu, state, tol=tol, seed=seed, quasi=self.quasi, callback=cb, **options)

@@ -1,0 +1,237 @@
+"""The ``brenier`` command line (Typer): help, ``ot`` on .npy/.npz files, input errors, ``demo``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from brenier import SemiDiscreteOT
+from brenier.cli import app
+from brenier.ot import montecarlo
+
+runner = CliRunner()
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def read_summary(path):
+    return json.loads((path / "summary.json").read_text())
+
+
+def assert_user_error(result, *needles):
+    """Exit status 2, one readable red 'error:' line naming the problem, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+# ---------------------------------------------------------------- help
+def test_help_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0, result.output
+    assert "ot" in result.output and "demo" in result.output
+    assert "Fit the OT map" in result.output and "built-in example" in result.output
+
+
+@pytest.mark.parametrize("command", ["ot", "demo"])
+def test_command_help(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--out" in result.output
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and "brenier" in result.output
+
+
+# ---------------------------------------------------------------- brenier ot
+def test_ot_npy(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run"
+    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--tol", "0.05")
+    assert result.exit_code == 0, result.output
+    for name in ("ot.json", "ot.safetensors", "heights.npy", "summary.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "checkpoint.pt").exists()  # removed once the fit completed
+    s = read_summary(out)
+    assert (s["N"], s["d"]) == (200, 3)
+    assert s["method"] == "newton" and s["converged"] is True and s["interrupted"] is False
+    for key in ("tv_error", "max_rel_error", "iterations", "score_evaluations", "time_s"):
+        assert key in s
+    assert s["iterations"] >= 1 and s["score_evaluations"] > 0 and s["tv_error"] <= 0.05
+    h = np.load(out / "heights.npy")
+    assert h.shape == (200,) and np.all(np.isfinite(h))
+    model = SemiDiscreteOT.load(out, device="cpu")
+    np.testing.assert_allclose(model.heights_, h)
+    assert "Semi-discrete OT" in result.output  # the summary table
+
+    # a figure needs a 2-D polygonal source
+    from brenier.figures import plot_transport_2d
+
+    with pytest.raises(ValueError, match="2-D"):
+        plot_transport_2d(model, tmp_path / "no.png")
+
+
+def test_ot_npz_with_weights(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 2))
+    w = rng.uniform(1.0, 3.0, size=120)
+    np.savez(tmp_path / "data.npz", targets=x, weights=w / w.sum())
+    out = tmp_path / "run"
+    result = invoke("ot", tmp_path / "data.npz", "--out", out, "--source", "box", "--method", "exact")
+    assert result.exit_code == 0, result.output
+    s = read_summary(out)
+    assert (s["N"], s["d"], s["method"]) == (120, 2, "exact")
+    assert s["weights"] == "data.npz[weights]" and s["converged"] and s["max_rel_error"] < 1e-6
+    model = SemiDiscreteOT.load(out, device="cpu")
+    np.testing.assert_allclose(model.weights_.numpy(), w / w.sum())
+
+    # unnormalised weights under another key: normalised with a warning
+    np.savez(tmp_path / "counts.npz", x=x, counts=np.round(w * 10))
+    result = invoke("ot", tmp_path / "counts.npz", "--out", tmp_path / "run2", "--source", "box", "--method", "exact", "--weights-key", "counts")
+    assert result.exit_code == 0, result.output
+    assert "normalised" in result.output
+    assert read_summary(tmp_path / "run2")["weights"] == "counts.npz[counts]"
+
+
+def _bad_inputs(tmp_path):
+    rng = np.random.default_rng(2)
+    (tmp_path / "x.txt").write_text("1 2\n3 4\n")
+    np.save(tmp_path / "flat.npy", rng.normal(size=50))
+    nan = rng.normal(size=(20, 2))
+    nan[5, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.savez(tmp_path / "nokey.npz", y=rng.normal(size=(20, 2)))
+    np.savez(tmp_path / "badw.npz", x=rng.normal(size=(20, 2)), weights=np.full(19, 1 / 19))
+    np.savez(tmp_path / "negw.npz", x=rng.normal(size=(20, 2)), weights=np.r_[-0.05, np.full(19, 1.05 / 19)])
+    np.save(tmp_path / "ok.npy", rng.normal(size=(20, 2)))
+    np.save(tmp_path / "one.npy", rng.normal(size=(1, 2)))
+    np.save(tmp_path / "strings.npy", np.array([["a", "b"], ["c", "d"]]))
+    (tmp_path / "junk.npy").write_bytes(b"not a numpy file")
+    (tmp_path / "empty.npy").write_bytes(b"")
+
+
+BAD_CASES = {
+    "missing": (["missing.npy"], ["missing.npy", "no such file"]),
+    "txt": (["x.txt"], ["x.txt", ".txt", ".npy"]),
+    "1-D array": (["flat.npy"], ["flat.npy", "2-D array", "(50,)"]),
+    "NaN": (["nan.npy"], ["nan.npy", "NaN"]),
+    "npz without x": (["nokey.npz"], ["nokey.npz", "'x' or 'targets'", "found: y"]),
+    "weights length": (["badw.npz"], ["badw.npz[weights]", "20 weights", "19"]),
+    "negative weights": (["negw.npz"], ["negative"]),
+    "missing weights key": (["ok.npy", "--weights-key", "w"], [".npz"]),
+    "single point": (["one.npy"], ["at least 2 points"]),
+    "strings": (["strings.npy"], ["numbers"]),
+    "not numpy": (["junk.npy"], ["junk.npy", "not a NumPy file"]),
+    "empty file": (["empty.npy"], ["empty.npy", "empty"]),
+    "bad tol": (["ok.npy", "--tol", "-1"], ["--tol"]),
+    "exact in 3-D": (["flat.npy"], ["flat.npy"]),  # the shape error comes first
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_ot_bad_inputs(tmp_path, case):
+    _bad_inputs(tmp_path)
+    args, needles = BAD_CASES[case]
+    args = [tmp_path / args[0], *args[1:]]
+    result = invoke("ot", *args, "--out", tmp_path / "run", "--device", "cpu")
+    assert_user_error(result, *needles)
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_ot_exact_needs_2d_uniform_source(tmp_path):
+    np.save(tmp_path / "x3.npy", np.random.default_rng(3).normal(size=(30, 3)))
+    result = invoke("ot", tmp_path / "x3.npy", "--out", tmp_path / "run", "--method", "exact")
+    assert_user_error(result, "exact", "2-D")
+    np.save(tmp_path / "x2.npy", np.random.default_rng(3).normal(size=(30, 2)))
+    result = invoke("ot", tmp_path / "x2.npy", "--out", tmp_path / "run", "--method", "exact", "--source", "gaussian")
+    assert_user_error(result, "exact", "gaussian")
+
+
+def test_ot_bad_choice_is_a_usage_error(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((5, 2)))
+    result = invoke("ot", tmp_path / "x.npy", "--out", tmp_path / "run", "--source", "sphere")
+    assert result.exit_code == 2 and "sphere" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_ot_cuda_unavailable(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(4).normal(size=(30, 2)))
+    result = invoke("ot", tmp_path / "x.npy", "--out", tmp_path / "run", "--device", "cuda")
+    assert_user_error(result, "CUDA")
+
+
+def test_ot_interrupt_then_resume(tmp_path, monkeypatch):
+    x = np.random.default_rng(5).normal(size=(100, 3))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "run"
+    args = ("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--tol", "0.05")
+    real = montecarlo.solve_newton
+
+    def interrupted(pot, source, nu, state, *, callback=None, **kw):
+        def cb(rec, h):
+            callback(rec, h)
+            if rec["iteration"] >= 2:
+                raise KeyboardInterrupt
+
+        return real(pot, source, nu, state, callback=cb, **kw)
+
+    monkeypatch.setattr(montecarlo, "solve_newton", interrupted)
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert (out / "checkpoint.pt").is_file()
+    assert read_summary(out)["interrupted"] is True
+    assert "resume" in result.output
+
+    starts = []
+
+    def resumed(pot, source, nu, state, **kw):
+        starts.append(state.iteration)
+        return real(pot, source, nu, state, **kw)
+
+    monkeypatch.setattr(montecarlo, "solve_newton", resumed)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert starts and starts[0] >= 2  # continued from the checkpoint, not from scratch
+    s = read_summary(out)
+    assert s["converged"] and not s["interrupted"]
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_ot_checkpoint_of_another_problem(tmp_path):
+    import torch as _torch
+
+    out = tmp_path / "run"
+    out.mkdir()
+    _torch.save({"fingerprint": "something else"}, out / "checkpoint.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(6).normal(size=(50, 3)))
+    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu")
+    assert_user_error(result, "checkpoint", "--no-checkpoint")
+
+
+# ---------------------------------------------------------------- brenier demo
+def test_demo(tmp_path):
+    out = tmp_path / "demo"
+    result = invoke("demo", "--n", "300", "--out", out, "--seed", "1")
+    assert result.exit_code == 0, result.output
+    png = (out / "transport.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 10_000
+    s = read_summary(out)
+    assert (s["N"], s["d"], s["method"], s["dataset"]) == (300, 2, "exact", "seahorse")
+    assert s["converged"] and s["max_rel_error"] < 1e-6 and s["newton_steps"] >= 1
+    assert "Newton steps" in result.output and "max rel. mass error" in result.output
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes left no debris
