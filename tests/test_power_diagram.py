@@ -9,7 +9,7 @@ import pytest
 import shapely
 
 from brenier.ot.exact import initial_heights, solve_exact
-from brenier.ot.power_diagram import PowerDiagram, power_diagram
+from brenier.ot.power_diagram import PowerDiagram, power_diagram, power_diagrams
 
 
 def _disk(k: int = 256, radius: float = 1.0, centre=(0.0, 0.0)) -> shapely.Polygon:
@@ -171,6 +171,33 @@ def test_single_site_and_translated_domain():
     assert abs(pd.areas.sum() - far.area) <= 1e-11 * far.area
 
 
+def test_degenerate_sites():
+    """Co-circular sites (a grid with Voronoi heights), coplanar lifts (h = 0), repeated sites."""
+    g = np.linspace(-0.9, 0.9, 10)
+    y = np.array([[a, b] for a in g for b in g])
+    h = -0.5 * (y**2).sum(axis=1)
+    pd = power_diagram(y, h, SQUARE)
+    np.testing.assert_allclose(pd.areas, 0.04, rtol=1e-12)
+    assert len(pd.adjacency) == 2 * 9 * 10  # only the grid edges: no zero-length diagonals
+    np.testing.assert_allclose(pd.facet_lengths, 0.2, rtol=1e-12)
+    flat = power_diagram(y, np.zeros(100), SQUARE)  # u = max <x, y_i>: only the 4 corners win
+    assert (flat.areas > 0).sum() == 4 and flat.areas.sum() == pytest.approx(4.0, rel=1e-14)
+    twice = power_diagram(np.r_[y, y[:3]], np.r_[h, h[:3]], SQUARE)
+    assert twice.areas.sum() == pytest.approx(4.0, rel=1e-14)
+    np.testing.assert_allclose(twice.areas[:3] + twice.areas[100:], 0.04, rtol=1e-12)
+
+
+def test_power_diagrams_share_one_hull():
+    y, h = _sites(150, C_SHAPE, seed=17)
+    hull = C_SHAPE.convex_hull
+    on_c, on_hull = power_diagrams(y, h, [C_SHAPE, hull])
+    alone = power_diagram(y, h, hull)
+    np.testing.assert_allclose(on_hull.areas, alone.areas, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(on_hull.adjacency, alone.adjacency)
+    np.testing.assert_allclose(on_c.areas, power_diagram(y, h, C_SHAPE).areas, rtol=1e-12, atol=1e-15)
+    assert np.all(on_c.areas <= on_hull.areas + 1e-15)
+
+
 @pytest.mark.parametrize("name", ["disk", "L"])
 def test_gradient_matches_finite_differences(name):
     domain = DOMAINS[name]
@@ -198,8 +225,11 @@ def test_hessian_matches_finite_differences(name):
     np.testing.assert_allclose(np.asarray(hess.sum(axis=1)).ravel(), 0, atol=1e-12)
     dense = hess.toarray()
     eps = 1e-7
-    boundary = np.flatnonzero(pd._status == 2)
-    for j in np.r_[boundary[:6], np.flatnonzero(pd._status == 1)[:6]]:
+    cells = np.array(pd.cells(), dtype=object)
+    touching = shapely.intersects(cells, domain.boundary)
+    boundary = np.flatnonzero(touching)
+    interior = np.flatnonzero(~touching & (pd.areas > 0))
+    for j in np.r_[boundary[:6], interior[:6]]:
         e = np.zeros(60)
         e[j] = eps
         fd = (power_diagram(y, h + e, domain).masses - power_diagram(y, h - e, domain).masses) / (2 * eps)
@@ -267,8 +297,28 @@ def test_newton_converges_on_non_convex_domain():
     nu = rng.uniform(0.2, 1.0, 300)
     h, info = solve_exact(y, nu, C_SHAPE, tol=1e-9)
     assert info["converged"] and info["max_rel_error"] <= 1e-9
+    # Plain damped Newton crawls on the C from the contracted start: the homotopy took over.
+    assert info["homotopy_stages"][0] == 0.0
+    assert len(info["history"]) == info["n_iter"] + 1
     mu = power_diagram(y, h, C_SHAPE).masses
     np.testing.assert_allclose(mu, nu / nu.sum(), rtol=1e-9)
+
+
+@pytest.mark.parametrize("homotopy", [True, False])
+def test_newton_on_l_shape_with_and_without_homotopy(homotopy):
+    y = _disk_targets(400, seed=15) + [1.0, 1.0]
+    nu = np.full(400, 1 / 400)
+    _, info = solve_exact(y, nu, L_SHAPE, tol=1e-9, homotopy=homotopy)
+    assert info["converged"] and info["max_rel_error"] <= 1e-9
+    assert bool(info["homotopy_stages"]) == homotopy
+
+
+def test_newton_on_translated_domain():
+    """Far from the origin the heights are large: the centred computation keeps the precision."""
+    far = shapely.box(100.0, 200.0, 102.0, 201.0)
+    y = _disk_targets(300, seed=16)
+    _, info = solve_exact(y, np.full(300, 1 / 300), far, tol=1e-9)
+    assert info["converged"]
 
 
 def test_newton_restarts_from_empty_cells():

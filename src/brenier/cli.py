@@ -328,12 +328,13 @@ def ot_command(
     source: SourceKind = typer.Option(SourceKind.ball, "--source", help="Source measure: unit ball, box [-1, 1]^d, or standard Gaussian.", rich_help_panel="Solver"),
     method: MethodKind = typer.Option(MethodKind.auto, "--method", help="Monte Carlo 'newton' or 'adam' (any d); 'exact' (2-D ball/box).", rich_help_panel="Solver"),
     tol: Optional[float] = typer.Option(None, "--tol", help="Stop at this TV gap (newton/adam, default 0.02) or max relative mass error (exact, 1e-9).", show_default=False, rich_help_panel="Solver"),
+    max_iter: Optional[int] = typer.Option(None, "--max-iter", min=1, help="Cap on solver iterations (default: the solver's own, 200 for newton, 50 for exact).", show_default=False, rich_help_panel="Solver"),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where the scores are computed (auto: CUDA if available).", rich_help_panel="Run"),
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw.", rich_help_panel="Run"),
     weights_key: Optional[str] = typer.Option(None, "--weights-key", "-w", metavar="KEY", help="Weights array in a .npz (default: 'weights' if present, else uniform).", show_default=False, rich_help_panel="Input / output"),
     checkpoint: bool = typer.Option(True, "--checkpoint/--no-checkpoint", help="Keep DIR/checkpoint.pt so that an interrupted fit resumes when rerun.", rich_help_panel="Run"),
 ) -> None:
-    """Fit the OT map from a source measure onto the points of a .npy/.npz file."""
+    """Fit the OT map from a source measure onto the points in a .npy/.npz."""
     from ._io import write_json
     from .ot import SemiDiscreteOT
 
@@ -356,7 +357,7 @@ def ot_command(
 
     con = _out()
     con.print(Text.assemble(("brenier ot", "bold"), f": {n:,} targets in dimension {d} from {targets} ← {_describe_source(source, d)}, method {method.value}"))
-    model = SemiDiscreteOT(src, method=method.value, tol=tol, device=device.value, seed=seed)
+    model = SemiDiscreteOT(src, method=method.value, tol=tol, device=device.value, seed=seed, max_iter=max_iter)
     _fit(model, x, weights, checkpoint=ckpt, progress=True)
 
     summary = _summary(model, targets=str(targets), weights=weights_from)
@@ -394,7 +395,7 @@ def demo_command(
     n: int = typer.Option(2000, "--n", min=2, help="Number of seahorse points."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the toy data."),
 ) -> None:
-    """Run the built-in example: exact 2-D OT from the unit disk onto the seahorse toy set."""
+    """Built-in example: exact OT from the unit disk onto the seahorse set."""
     from ._io import write_json
     from .datasets import toy
     from .figures import plot_transport_2d

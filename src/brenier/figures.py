@@ -137,7 +137,7 @@ def _source_name(source) -> str:
     return {"UniformBall": "uniform disk", "UniformBox": "uniform square", "Polygon": "uniform polygon"}.get(kind, kind)
 
 
-def _frame(ax, xy: np.ndarray, pad: float = 0.04) -> None:
+def _frame(ax, xy: np.ndarray, pad: float = 0.05) -> None:
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     m = pad * float(max(hi - lo))
     ax.set_xlim(lo[0] - m, hi[0] + m)
@@ -188,8 +188,9 @@ def plot_transport_2d(ot, path, title: str | None = None, outline=None) -> Path:
     for r in rings:
         ax_tgt.plot(r[:, 0], r[:, 1], color="0.55", lw=0.8, solid_joinstyle="round", zorder=1)
     w = _numpy(ot.weights_)
-    size = float(np.clip(6000.0 / n, 0.8, 30.0))
-    sizes = size * w / w.mean() if np.ptp(w) > 1e-9 * w.mean() else size
+    size = float(np.clip(6000.0 / n, 0.8, 14.0))
+    # marker area follows the weight (within limits that keep every point visible)
+    sizes = size * np.clip(w / w.mean(), 0.3, 6.0) if np.ptp(w) > 1e-9 * w.mean() else size
     ax_tgt.scatter(targets[:, 0], targets[:, 1], s=sizes, c=cmap(targets), linewidths=0, zorder=2, rasterized=False)
     _frame(ax_tgt, np.concatenate([targets] + rings))
     ax_tgt.set_title(f"Targets: {n:,} points (cell colour = its target's colour)", fontsize=11)

@@ -23,6 +23,7 @@ are the same for every site.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 import shapely
 from scipy.spatial import ConvexHull
 
-__all__ = ["PowerDiagram", "power_diagram"]
+__all__ = ["PowerDiagram", "power_diagram", "power_diagrams"]
 
 #: number of dummy sites on the ring that closes the outer cells
 _N_DUMMY = 8
@@ -41,11 +42,13 @@ _DUMMY_SCALE = 10.0
 _SAFE_BALL = 1.5
 #: facets shorter than this fraction of the radius of D are roundoff (a merged, co-circular vertex)
 _FACET_RTOL = 1e-13
+#: a cell vertex this close to the next one (relative to the cell's size) is a repeat
+_REPEAT_RTOL = 1e-13
 #: below this |det| / (|e1| |e2|) a lower triangle is too flat for Cramer's rule: use Qhull's plane
 _FLAT_TRIANGLE = 1e-10
 
 
-@dataclass
+@dataclass(eq=False)
 class PowerDiagram:
     """A power diagram of N sites restricted to a polygonal domain D.
 
@@ -107,6 +110,7 @@ class PowerDiagram:
         w = self.facet_lengths / (dist * self.domain.area)
         off = sp.coo_matrix((np.r_[-w, -w], (np.r_[i, j], np.r_[j, i])), shape=(n, n))
         diag = np.bincount(i, w, minlength=n) + np.bincount(j, w, minlength=n)
+        diag = diag.astype(np.float64)  # bincount of nothing is int64
         return (off + sp.diags(diag)).tocsr()
 
 
@@ -119,32 +123,49 @@ def power_diagram(targets: np.ndarray, heights: np.ndarray, domain: shapely.Geom
     domain: a valid shapely Polygon (or MultiPolygon) of positive area, convex or not.
     Returns a :class:`PowerDiagram` with cell areas, the adjacency inside D and facet lengths.
     """
+    return power_diagrams(targets, heights, [domain])[0]
+
+
+def power_diagrams(targets: np.ndarray, heights: np.ndarray, domains: Sequence[shapely.Geometry]) -> list[PowerDiagram]:
+    """One power diagram restricted to each of several domains, sharing one convex hull.
+
+    Cheaper than separate calls when the same sites are clipped by several domains (the
+    exact solver's homotopy from the convex hull of D to D needs both).
+    """
     y, h = _check_sites(targets, heights)
-    dom = _Domain(domain)
+    if len(domains) == 0:
+        raise ValueError("domains: expected at least one domain")
+    doms = _domains(domains)
+    centre, radius = doms[0].centre, max(d.radius for d in doms)
     n = len(y)
     # Scores in centred coordinates: <c + x', y_i> + h_i = <x', y_i> + (h_i + <c, y_i>); shifting the
     # targets by their mean adds <x', ybar>, the same for all sites, so it changes no cell.
     ys = y - y.mean(axis=0)
-    hs = h + y @ dom.centre
+    hs = h + y @ centre
     hs = hs - hs.max()
 
-    hull = _lower_hull(ys, hs, dom.radius)
+    hull = _lower_hull(ys, hs, radius)
     polygons, mean, shoelace = _cell_polygons(hull, n)
-    status, areas, clipped = _clip_cells(polygons, mean, shoelace, dom)
-    adjacency, lengths, segments = _facets(hull, n, status, dom)
-    return PowerDiagram(
-        targets=y,
-        heights=h,
-        domain=domain,
-        areas=areas,
-        adjacency=adjacency,
-        facet_lengths=lengths,
-        facet_segments=segments + dom.centre,
-        _centre=dom.centre,
-        _polygons=polygons,
-        _clipped=clipped,
-        _status=status,
-    )
+    out = []
+    for domain, dom in zip(domains, doms):
+        status, areas, clipped = _clip_cells(polygons, mean, shoelace, dom)
+        adjacency, lengths, segments = _facets(hull, n, status, dom)
+        out.append(
+            PowerDiagram(
+                targets=y,
+                heights=h,
+                domain=domain,
+                areas=areas,
+                adjacency=adjacency,
+                facet_lengths=lengths,
+                facet_segments=segments + centre,
+                _centre=centre,
+                _polygons=polygons,
+                _clipped=clipped,
+                _status=status,
+            )
+        )
+    return out
 
 
 def _check_sites(targets, heights) -> tuple[np.ndarray, np.ndarray]:
@@ -160,17 +181,12 @@ def _check_sites(targets, heights) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _Domain:
-    """D in centred coordinates, with what the clipping needs: boundary segments in an STRtree."""
+    """D in coordinates centred on ``centre``, with what the clipping needs: its boundary edges in
+    an STRtree, and the radius of a ball around the centre that contains it."""
 
-    def __init__(self, domain: shapely.Geometry):
-        if not isinstance(domain, (shapely.Polygon, shapely.MultiPolygon)):
-            raise ValueError(f"domain: expected a shapely Polygon, got {type(domain).__name__}")
-        if domain.is_empty or not domain.is_valid or domain.area <= 0:
-            raise ValueError(f"domain: expected a valid polygon of positive area ({shapely.is_valid_reason(domain)})")
-        x0, y0, x1, y1 = domain.bounds
-        self.centre = np.array([0.5 * (x0 + x1), 0.5 * (y0 + y1)])
-        c = self.centre
-        self.polygon = shapely.transform(domain, lambda xy: xy - c)
+    def __init__(self, domain: shapely.Geometry, centre: np.ndarray):
+        self.centre = centre
+        self.polygon = shapely.transform(domain, lambda xy: xy - centre)
         shapely.prepare(self.polygon)
         rings = shapely.get_rings(shapely.get_parts(self.polygon))
         coords, ring_id = shapely.get_coordinates(rings, return_index=True)
@@ -180,6 +196,18 @@ class _Domain:
         seg = np.stack([coords[:-1][same], coords[1:][same]], axis=1)
         self.segments = shapely.linestrings(seg)
         self.tree = shapely.STRtree(self.segments)
+
+
+def _domains(domains: Sequence[shapely.Geometry]) -> list[_Domain]:
+    """Validate the domains and centre them all on the middle of their common bounding box."""
+    for domain in domains:
+        if not isinstance(domain, (shapely.Polygon, shapely.MultiPolygon)):
+            raise ValueError(f"domain: expected a shapely Polygon, got {type(domain).__name__}")
+        if domain.is_empty or not domain.is_valid or domain.area <= 0:
+            raise ValueError(f"domain: expected a valid polygon of positive area ({shapely.is_valid_reason(domain)})")
+    b = np.array([d.bounds for d in domains])
+    centre = 0.5 * (b[:, :2].min(axis=0) + b[:, 2:].max(axis=0))
+    return [_Domain(d, centre) for d in domains]
 
 
 @dataclass
@@ -203,7 +231,7 @@ def _lower_hull(ys: np.ndarray, hs: np.ndarray, radius: float) -> _Hull:
     # h_d + r |y_d|: this h_d keeps the dummies below the real sites on the whole ball.
     r = _SAFE_BALL * radius
     lower_bound = np.max(hs - r * np.sqrt((ys**2).sum(axis=1)))
-    hd = lower_bound - r * _DUMMY_SCALE * spread - (r * spread + 1.0)
+    hd = lower_bound - r * _DUMMY_SCALE * spread - r * spread  # the last term: a relative margin
     y_all = np.r_[ys, yd]
     h_all = np.r_[hs, np.full(_N_DUMMY, hd)]
     hull = ConvexHull(np.c_[y_all, -h_all], qhull_options="Qt")
@@ -255,10 +283,16 @@ def _cell_polygons(hull: _Hull, n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     d = xy - mean[site]
     order = np.lexsort((np.arctan2(d[:, 1], d[:, 0]), site))
     site, d = site[order], d[order]
+    # Co-circular sites give (nearly) repeated vertices, which roundoff may sort into a spike:
+    # drop each vertex that (nearly) repeats the next one round its cell.
+    size = np.zeros(n)
+    np.maximum.at(size, site, np.abs(d).max(axis=1))
+    keep = np.abs(d - d[_next_round(site)]).max(axis=1) > _REPEAT_RTOL * size[site]
+    site, d = site[keep], d[keep]
+    has &= np.bincount(site, minlength=n) >= 3  # a cell reduced to a point or a segment is empty
+    site, d = site[has[site]], d[has[site]]
     # Shoelace relative to the mean: small cells far from the origin keep their precision.
-    starts = np.r_[0, np.flatnonzero(np.diff(site)) + 1]
-    nxt = np.arange(1, len(site) + 1)
-    nxt[np.r_[starts[1:], len(site)] - 1] = starts
+    nxt = _next_round(site)
     cross = d[:, 0] * d[nxt, 1] - d[:, 1] * d[nxt, 0]
     shoelace = 0.5 * np.bincount(site, cross, n)
     rank = np.cumsum(has) - 1
@@ -267,23 +301,33 @@ def _cell_polygons(hull: _Hull, n: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return polygons, mean, shoelace
 
 
+def _next_round(site: np.ndarray) -> np.ndarray:
+    """For rows grouped by ``site`` (sorted), the index of the next row of the same group, cyclically."""
+    starts = np.r_[0, np.flatnonzero(np.diff(site)) + 1]
+    nxt = np.arange(1, len(site) + 1)
+    nxt[np.r_[starts[1:], len(site)] - 1] = starts
+    return nxt
+
+
 def _clip_cells(polygons: np.ndarray, mean: np.ndarray, shoelace: np.ndarray, dom: _Domain) -> tuple[np.ndarray, np.ndarray, dict]:
     """Classify the cells against D and compute area(W_i ∩ D).
 
-    A cell touching no boundary edge of D is wholly inside or wholly outside: one interior point
-    (its vertex mean) tells which. Only the cells crossing the boundary go through GEOS.
+    A cell whose bounding box meets no boundary edge's box is wholly inside or wholly outside:
+    one interior point (its vertex mean) tells which. Only the others ("crossing", some of them
+    merely near the boundary) go through GEOS. Boxes, not exact predicates, so that a cell left
+    slightly invalid by roundoff cannot be misclassified.
     Returns status (N,) int8, areas (N,), and {site: W_i ∩ D} for the crossing cells.
     """
     n = len(polygons)
     idx = np.flatnonzero(np.not_equal(polygons, None))
-    hit = dom.tree.query(polygons[idx], predicate="intersects")[0]
+    hit = dom.tree.query(polygons[idx])[0]
     crossing = idx[np.unique(hit)]
     rest = np.setdiff1d(idx, crossing)
     status = np.full(n, _OUTSIDE, dtype=np.int8)
     status[rest[shapely.contains_xy(dom.polygon, mean[rest, 0], mean[rest, 1])]] = _INSIDE
     status[crossing] = _CROSSING
     areas = np.where(status == _INSIDE, shoelace, 0.0)
-    pieces = _intersect(polygons[crossing], dom.polygon)
+    pieces = _polygonal(_intersect(polygons[crossing], dom.polygon))
     areas[crossing] = shapely.area(pieces)
     return status, areas, dict(zip(crossing.tolist(), pieces))
 
@@ -294,6 +338,15 @@ def _intersect(geoms: np.ndarray, polygon: shapely.Geometry) -> np.ndarray:
         return shapely.intersection(geoms, polygon)
     except shapely.errors.GEOSException:
         return shapely.intersection(shapely.make_valid(geoms), polygon)
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Drop the line and point debris of cells that only touch D somewhere (GeometryCollections)."""
+    for k in np.flatnonzero(shapely.get_type_id(geoms) == 7):
+        parts = shapely.get_parts(geoms[k])
+        polys = parts[shapely.get_type_id(parts) == 3]
+        geoms[k] = polys[0] if len(polys) == 1 else shapely.multipolygons(polys)
+    return geoms
 
 
 def _facets(hull: _Hull, n: int, status: np.ndarray, dom: _Domain) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
