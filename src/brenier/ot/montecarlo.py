@@ -13,12 +13,19 @@ which power cell each of M source samples falls in.
   has not improved for ``patience`` steps.
 * ``solve_newton`` — our default: a Monte Carlo damped Newton method. The Hessian of E is the
   graph Laplacian  H_ij = −∫_{W_i∩W_j} rho dσ / |y_i − y_j|  (i ≠ j),  H_ii = −Σ_j H_ij
-  (Kitagawa, Mérigot & Thibert, JEMS 2019). Its off-diagonal entries are estimated from the
-  same samples as the gradient: a sample whose best two scores are i and j with gap
-  s_i − s_j < ε lies in a slab of width ε / |y_i − y_j| beside the facet, so
-  count_ij / (2 M ε) estimates |H_ij|. The Newton step solves H δ = ∇E by conjugate gradients
-  (Jacobi-preconditioned, on the device). The sample grows geometrically once the mismatch it
-  measures is at its own noise floor, so early steps are cheap and only the last are expensive.
+  (Kitagawa, Mérigot & Thibert, JEMS 2019). Its entries are estimated from the same samples as
+  the gradient, with an entropic smoothing: over each sample's best k = 8 scores s, let
+  p = softmax((s − s_max) / ε); the sample adds p_best p_j / ε to the pair (best, j). Across a
+  facet this integrates to exactly |W_i ∩ W_j| / |y_i − y_j|, and every sample near a facet
+  contributes, not only those in a thin slab. ε is a low quantile of the top-2 score gaps. The
+  step solves H δ = ∇E by Jacobi-preconditioned conjugate gradients on the device, then:
+  - damping: a step whose measured mismatch grows beyond noise is halved (backtracking);
+  - the step length is the signal share 1 − floor² / tv² of the measured mismatch, so that
+    sampling noise is not written into h at full weight;
+  - a scalar κ rescales the sampled Hessian: after each step the measured mass change is
+    compared with the predicted one (with the noise's own contribution removed);
+  - the sample doubles once the measured mismatch is at its noise floor or stops shrinking, so
+    early steps are cheap and only the last few are expensive.
 
 Monte Carlo noise floor: with M samples, a cell of mass nu is counted with standard deviation
 sqrt(nu (1 − nu) / M); summed over N cells the total-variation estimate of a *perfect* solution is
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -63,6 +71,7 @@ class BatchStats:
     counts: torch.Tensor  # (N,) samples per cell
     n_samples: int
     split_tv: float = 0.0  # ½ Σ |mu_A − mu_B| between the two half-samples
+    noise_sq: float = 0.0  # estimate of |mu_hat − mu|² (squared L2 noise of the pooled masses)
     pairs: torch.Tensor | None = None  # (E, 2) near-tie pairs i < j
     pair_weights: torch.Tensor | None = None  # (E,) estimated |H_ij| for each pair
     eps: float = 0.0
@@ -129,13 +138,15 @@ def batch_stats(
             if len(keys) >= 16:  # merge duplicates as we go: memory stays O(#pairs), not O(M)
                 keys, weights = _merge_pairs(keys, weights)
     counts = halves.sum(0)
-    split = float(0.5 * (halves[0].double() / max(sizes[0], 1) - halves[1].double() / max(sizes[1], 1)).abs().sum())
+    diff = halves[0].double() / max(sizes[0], 1) - halves[1].double() / max(sizes[1], 1)
+    split = float(0.5 * diff.abs().sum())
+    noise_sq = float(diff.square().sum()) / 4  # var(A − B) = 4 var(pooled) for equal halves
     if not pairs:
-        return BatchStats(counts, n_samples, split_tv=split)
+        return BatchStats(counts, n_samples, split_tv=split, noise_sq=noise_sq)
     if not keys:
         keys, weights = [torch.empty(0, dtype=torch.int64, device=pot.device)], [torch.empty(0, dtype=torch.float64, device=pot.device)]
     (uniq,), (acc,) = _merge_pairs(keys, weights)
-    return BatchStats(counts, n_samples, split, torch.stack([uniq // n, uniq % n], 1), acc / n_samples, eps or 0.0)
+    return BatchStats(counts, n_samples, split, noise_sq, torch.stack([uniq // n, uniq % n], 1), acc / n_samples, eps or 0.0)
 
 
 def _merge_pairs(keys: list[torch.Tensor], weights: list[torch.Tensor]):
@@ -206,7 +217,9 @@ def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float
     vals = torch.cat([-w, -w, diag])
     H = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (n, n), check_invariants=False).coalesce()
     if dev.type == "cpu":
-        H = H.to_sparse_csr()
+        with warnings.catch_warnings():  # CSR is "beta" in torch, but it is the fast CPU matvec
+            warnings.simplefilter("ignore", UserWarning)
+            H = H.to_sparse_csr()
     # Jacobi-preconditioned conjugate gradients.
     inv_d = 1.0 / diag
     b = g - g.mean()
@@ -280,11 +293,15 @@ def solve_newton(
         if max_time is not None and rec["time"] > max_time:
             break
         tv, floor = rec["tv_estimate"], rec["noise_floor"]
-        if prev is not None and prev[0] > 3 * floor:
-            # response ratio: actual mass change / the change the model predicted (tau g / kappa)
-            pred = tau * prev[1] / prev[4]
-            ratio = float(torch.dot(prev[1] - g, pred) / torch.dot(pred, pred).clamp_min(1e-300))
-            kappa = min(max(kappa * min(max(ratio, 0.5), 2.0) ** 0.7, 0.1), 20.0)
+        if prev is not None and prev[0] > 2 * floor:
+            # Response ratio: the measured mass change over the change the scaled model predicted
+            # (tau g_prev). The noise of g_prev enters both g_prev and the change, which biases
+            # the ratio up by tau |noise|² / |pred|²: remove that. The ratio estimates
+            # H_true / (kappa H_est), so kappa is multiplied by it (damped, clamped).
+            pred = tau * (prev[1] - prev[1].mean())
+            num = float(torch.dot(prev[1] - g, pred)) - tau * prev[4]
+            ratio = num / max(float(torch.dot(pred, pred)), 1e-300)
+            kappa = min(max(kappa * min(max(ratio, 0.5), 2.0) ** 0.5, 0.25), 8.0)
         if prev is not None and tv > prev[0] + 2 * floor and tau > 1 / 32:
             # The step overshot: retry it halved from where it started (damped Newton).
             tau /= 2
@@ -303,7 +320,7 @@ def solve_newton(
         # Only the signal share of the measured mismatch is worth a full step; the rest is
         # sampling noise that a full step would write into h (tv^2 ~ signal^2 + floor^2).
         tau = trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
-        prev = (tv, g, h.clone(), delta, kappa)
+        prev = (tv, g, h.clone(), delta, stats.noise_sq)
         h = h - tau * delta
         state.extra["kappa"] = torch.tensor(kappa)
     state.heights = h

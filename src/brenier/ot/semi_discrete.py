@@ -286,17 +286,20 @@ class SemiDiscreteOT:
 
     def potential(self, x):
         """u_h(x) = max_i <x, y_i> + h_i for x (M, d) → (M,)."""
-        vals, _ = self._potential.argmax(self._points(x))
+        pts = self._points(x)  # validates and checks fitted before touching the potential
+        vals, _ = self._potential.argmax(pts)
         return to_caller(vals.double(), is_torch(x))
 
     def assign(self, x):
         """Index (M,) int64 of the power cell holding each x (M, d); among duplicate targets the first."""
-        _, idx = self._potential.argmax(self._points(x))
+        pts = self._points(x)
+        _, idx = self._potential.argmax(pts)
         return to_caller(self._first_index()[idx], is_torch(x))
 
     def transport(self, x):
         """The OT map T(x) = y_{assign(x)}: (M, d)."""
-        _, idx = self._potential.argmax(self._points(x))
+        pts = self._points(x)
+        _, idx = self._potential.argmax(pts)
         y = self._unique_targets.to(idx.device)[idx]
         return to_caller(y, is_torch(x))
 
