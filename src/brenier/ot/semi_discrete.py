@@ -48,8 +48,8 @@ class SemiDiscreteOT:
         "exact": damped Newton on the exact power diagram (2-D polygonal sources only; a 2-D
         ``UniformBall`` is used as a fine inscribed polygon). "newton": Monte Carlo damped
         Newton with a sampled Hessian (any dimension; the default for non-polygon sources).
-        "adam": the AE-OT baseline (Adam on h). "auto" picks "exact" for a ``Polygon`` source in
-        2-D, "newton" otherwise.
+        "adam": the AE-OT baseline (Adam on h). "auto" picks "exact" for a uniform polygonal source
+        in 2-D (``Polygon``, ``UniformBox(2)``, ``UniformBall(2)``), "newton" otherwise.
     tol : float, optional
         Stopping tolerance: the total-variation gap for Monte Carlo methods (default 0.02, with
         the sampling noise floor removed), the max relative mass error for "exact" (1e-9).
@@ -164,7 +164,10 @@ class SemiDiscreteOT:
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if self.method == "auto":
-            return "exact" if (d == 2 and isinstance(source, Polygon)) else "newton"
+            # A 2-D uniform ball or box is a polygon too (the ball as a fine inscribed polygon):
+            # the exact solver beats any Monte Carlo estimate there (no noise floor).
+            exact_ok = d == 2 and source.uniform and source.as_polygon() is not None
+            return "exact" if exact_ok else "newton"
         if self.method == "exact" and (d != 2 or source.as_polygon() is None or not source.uniform):
             raise ValueError(f"method: 'exact' needs a uniform 2-D polygonal source (Polygon, UniformBox(2), UniformBall(2)), got {source!r}")
         return self.method
@@ -194,7 +197,7 @@ class SemiDiscreteOT:
             with _progress(progress, "exact Newton") as bar:
                 def cb_bar(it, h, err):
                     cb(it, h, err)
-                    bar(f"step {it}: max rel error {err:.2e}")
+                    bar(f"step {it} max rel err {err:.1e}")
 
                 h, info = solve_exact(y, nu, poly, tol=self.tol_, max_iter=self.max_iter or 50, callback=cb_bar)
         except KeyboardInterrupt:
@@ -230,12 +233,12 @@ class SemiDiscreteOT:
         if self.max_iter is not None:
             options["max_iter"] = self.max_iter
 
-        with _progress(progress, f"{method} (Monte Carlo)") as bar:
+        with _progress(progress, method) as bar:
             def cb(rec, h):
                 if checkpoint is not None:
                     _save_checkpoint(checkpoint, fingerprint, state)
-                bar(f"iter {rec['iteration']}: TV≈{rec['tv_debiased']:.4f} (floor {rec['noise_floor']:.4f}, "
-                    f"{rec['samples']:.2g} samples)", rec["tv_debiased"], tol)
+                bar(f"it {rec['iteration']} TV {rec['tv_debiased']:.4f}/{tol:g} floor {rec['noise_floor']:.4f} "
+                    f"M={rec['samples']:.1e}", rec["tv_debiased"], tol)
                 if callback is not None:
                     callback({**rec, "heights": h})
 
@@ -468,8 +471,9 @@ class _progress:
             return lambda *a, **k: None
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[msg]}"),
-                           TimeElapsedColumn(), transient=False)
+        # elapsed time first and a short bar, so an 80-column terminal (or a CI log) keeps it all
+        self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=12), TimeElapsedColumn(),
+                           TextColumn("{task.fields[msg]}"), transient=False)
         self._p.__enter__()
         task = self._p.add_task(self.title, total=1.0, msg="")
 
