@@ -261,6 +261,7 @@ class SemiDiscreteOT:
         self.converged_ = state.converged
 
     def _set_heights(self, h_unique: torch.Tensor) -> None:
+        self.singular_set_ = None  # new heights: the cached singular set is stale
         self._unique_heights = h_unique.detach().to("cpu", torch.float64)
         self._potential = BrenierPotential(
             self._unique_targets.to(self.device_), self._unique_heights.to(self.device_), memory_budget=self.memory_budget
@@ -341,6 +342,43 @@ class SemiDiscreteOT:
         if poly is None or self.targets_.shape[1] != 2:
             raise ValueError("power_diagram: only defined for a 2-D polygonal source (Polygon, UniformBox(2), UniformBall(2))")
         return power_diagram(self._unique_targets.numpy(), self._unique_heights.numpy(), poly)
+
+    # ------------------------------------------------- singular set & generation (brenier.singular)
+    def singular_set(self, threshold="auto", **options):
+        """The singular set of u_h (``brenier.singular.SingularSet``), cached as ``singular_set_``.
+
+        threshold: "auto" or a number (detour ratio > 1; or radians with ``criterion="angle"``).
+        Options: criterion, adjacency ("auto" | "exact" | "sampled"), n_samples, seed.
+        """
+        from ..singular import singular_set
+
+        self.singular_set_ = singular_set(self, threshold, **options)
+        return self.singular_set_
+
+    def sample(self, n: int, seed: int | None = None, boundary: str = "respect", **options):
+        """(n, d) new points from the piecewise-linear extension of the map (``brenier.sampling.sample``).
+
+        boundary="respect" never blends targets across a singular facet; "ignore" does.
+        """
+        from ..sampling import sample
+
+        return sample(self, n, seed=seed, boundary=boundary, **options)
+
+    def boundary_distance(self, x):
+        """(M,) distance from source points x (M, d) to the nearest singular facet (0 on it)."""
+        from ..singular import boundary_distance
+
+        self._check_fitted()
+        d = boundary_distance(self, x, self.singular_set_ or self.singular_set())
+        return to_caller(torch.from_numpy(d), is_torch(x))
+
+    def crossings(self, path):
+        """int64 indices k where the segment path[k] -> path[k+1] (path: (T, d)) crosses a singular facet."""
+        from ..singular import crossings
+
+        self._check_fitted()
+        k = crossings(self, path, self.singular_set_ or self.singular_set())
+        return to_caller(torch.from_numpy(k), is_torch(path))
 
     @property
     def unique_targets_(self):

@@ -1,0 +1,458 @@
+"""The singular set of a Brenier potential: where the semi-discrete OT map tears.
+
+For targets y_i and heights h_i the Brenier potential u_h(x) = max_i <x, y_i> + h_i is affine
+on each power cell W_i, with gradient y_i. Two cells W_i, W_j that share a facet are glued
+along the hyperplane <x, y_i - y_j> + h_i - h_j = 0; the map T = ∇u_h jumps there from y_i to
+y_j. Inside one connected piece of a data manifold the jump is of the order of the local target
+spacing and shrinks as N grows: the map is continuous in the limit. Where the support of the data
+has a gap (disconnected modes) or a concavity (a non-convex mode), the jump stays finite: the
+facet belongs to the *singular set* of the limit potential (Figalli 2010; Chen, Figalli 2017), the
+pre-image of the boundary of the data manifold (An, Lei, Su, Gu et al., ICLR 2020).
+
+Which facets are singular
+-------------------------
+A facet (i, j) is **regular** when y_i and y_j are joined *through the data*: the shortest path
+from y_i to y_j along the target graph (mutual k-nearest neighbours, k = max(16, 2d), plus each
+target's d + 1 nearest neighbours) is at most ``kappa`` times the straight distance |y_i - y_j|.
+Otherwise (no such path, or a detour longer than kappa |y_i - y_j|) the straight segment between
+the two targets leaves the data: the facet is **singular**. The scale of a "short hop" is taken
+from the data themselves (the local target spacing), so the rule needs no tuning to the size or
+density of a data set. ``threshold="auto"`` reads kappa off the data (``auto_kappa``): the
+smallest kappa in [2, 8] of the longest-lived number of modes (kappa = 2 on every 2-D toy set).
+
+Alternatively ``criterion="angle"`` flags facets whose supporting planes, with normals
+(y_i, -1) and (y_j, -1) in R^{d+1}, meet at an angle above ``threshold`` (radians), the
+dihedral-angle rule of An et al. (2020); it depends on the targets' position and scale, so it
+has no automatic threshold.
+
+**Modes** are the connected components of the graph of regular facets; a target set with one
+convex mode has an empty singular set and one mode.
+
+Adjacency: exact (``PowerDiagram.adjacency``) for a uniform 2-D polygonal source, otherwise
+estimated from source samples: the best and second-best cells of any point x are always
+neighbours in the power diagram (the order-2 power cell of x is an edge of the regular
+triangulation), so the pairs of top-2 cells over many samples are true facets, and every facet
+with enough mass near it is found.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["SingularSet", "singular_set", "sampled_adjacency", "facet_angles", "detour_ratios",
+           "boundary_distance", "crossings", "cell_walk", "DEFAULT_KAPPA"]
+
+#: detour ratio above which a facet is singular when threshold="auto"
+DEFAULT_KAPPA = 2.0
+#: the largest detour searched for (and the top of the grid of ``auto_kappa``)
+KAPPA_MAX = 8.0
+CRITERIA = ("detour", "angle")
+
+
+@dataclass(eq=False)
+class SingularSet:
+    """Cell adjacency of a fitted ``SemiDiscreteOT`` split into regular and singular facets.
+
+    Indices refer to the unique targets (``ot.unique_targets_``; the same as the targets when
+    there are no duplicates).
+
+    adjacency : (E, 2) int64 pairs i < j of targets whose power cells share a facet.
+    angles : (E,) float64 angle (radians) between the normals (y_i, -1), (y_j, -1) of the two
+        supporting planes of u_h.
+    detour : (E,) float64 kNN-graph path length from y_i to y_j over |y_i - y_j| (inf when no path).
+    singular : (E,) bool, which adjacency pairs are singular.
+    facets : (K, 2) int64, the singular pairs (``adjacency[singular]``).
+    modes : (N,) int64 label of each target: connected components of the regular-facet graph,
+        numbered by decreasing size.
+    criterion, threshold : the rule used ("detour" with kappa, or "angle" with radians).
+    exact : whether the adjacency is exact (2-D power diagram) or sampled.
+    """
+
+    adjacency: np.ndarray
+    angles: np.ndarray
+    detour: np.ndarray
+    singular: np.ndarray
+    modes: np.ndarray
+    targets: np.ndarray = field(repr=False)
+    criterion: str = "detour"
+    threshold: float = DEFAULT_KAPPA
+    exact: bool = False
+    _graph: object = field(default=None, repr=False)
+
+    @property
+    def facets(self) -> np.ndarray:
+        return self.adjacency[self.singular]
+
+    @property
+    def n_modes(self) -> int:
+        return int(self.modes.max()) + 1 if len(self.modes) else 0
+
+    @property
+    def n_facets(self) -> int:
+        return int(self.singular.sum())
+
+    def mode_of(self, y) -> np.ndarray:
+        """(M,) int64 mode label of points y (M, d): the mode of the nearest target."""
+        from ._array import as_points
+
+        pts = as_points(y, "y", dim=self.targets.shape[1], dtype=torch.float64)
+        t = torch.from_numpy(self.targets)
+        out = [torch.cdist(pts[s:s + 4096], t).argmin(dim=1) for s in range(0, len(pts), 4096)]
+        return self.modes[torch.cat(out).numpy()]
+
+    def pair_keys(self, regular: bool = True) -> np.ndarray:
+        """Sorted int64 keys i * N + j (both orders) of the regular (or singular) pairs."""
+        a = self.adjacency[~self.singular] if regular else self.facets
+        n = len(self.modes)
+        return np.unique(np.r_[a[:, 0] * n + a[:, 1], a[:, 1] * n + a[:, 0]]).astype(np.int64)
+
+    def compatible(self, a, b) -> np.ndarray:
+        """(P,) bool: may targets a[p] and b[p] be blended? True when a == b, else when they are
+        in the same mode and the pair passes the facet rule (detour <= kappa, or angle <= threshold),
+        whether or not their cells are adjacent."""
+        a = np.asarray(a, dtype=np.int64).reshape(-1)
+        b = np.asarray(b, dtype=np.int64).reshape(-1)
+        ok = a == b
+        need = (~ok) & (self.modes[a] == self.modes[b])
+        if not need.any():
+            return ok
+        n = len(self.modes)
+        keys, inv = np.unique(a[need] * n + b[need], return_inverse=True)
+        pairs = np.stack([keys // n, keys % n], axis=1)
+        if self.criterion == "angle":
+            good = facet_angles(self.targets, pairs) <= self.threshold
+        else:
+            if self._graph is None:
+                self._graph = hop_graph(self.targets)
+            good = detour_ratios(self.targets, pairs, kappa_max=self.threshold, graph=self._graph) <= self.threshold
+        ok[need] = good[inv]
+        return ok
+
+    def __repr__(self) -> str:
+        return (f"SingularSet(E={len(self.adjacency)}, singular facets={self.n_facets}, n_modes={self.n_modes}, "
+                f"criterion={self.criterion!r}, threshold={self.threshold:.4g}, exact={self.exact})")
+
+
+# --------------------------------------------------------------------------------- adjacency
+def sampled_adjacency(potential, source, n_samples: int, seed: int) -> np.ndarray:
+    """(E, 2) int64 pairs i < j that are the best two cells of some of ``n_samples`` source points.
+
+    potential : a ``BrenierPotential``; source : a ``brenier.sources.Source``. Chunked: no
+    (M, N) matrix beyond the potential's memory budget.
+    """
+    n = potential.n_targets
+    keys = []
+    for xb in source.stream(n_samples, 65536, seed=seed, quasi=False, device=potential.device):
+        _, idx = potential.topk(xb, 2)
+        a, b = idx[:, 0].cpu().numpy(), idx[:, 1].cpu().numpy()
+        keys.append(np.unique(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b)))
+    k = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    return np.stack([k // n, k % n], axis=1).astype(np.int64)
+
+
+def facet_angles(y: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
+    """(E,) angle between the normals (y_i, -1) and (y_j, -1) of the supporting planes."""
+    a, b = y[adjacency[:, 0]], y[adjacency[:, 1]]
+    cos = (np.sum(a * b, axis=1) + 1.0) / np.sqrt((np.sum(a * a, axis=1) + 1.0) * (np.sum(b * b, axis=1) + 1.0))
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def knn_graph(y: np.ndarray, k: int):
+    """Sparse (N, N) graph of *mutual* k-nearest neighbours (i among j's k nearest and j among
+    i's) plus every target's d + 1 nearest neighbours, weighted by length.
+
+    Mutual neighbours do not bridge a gap from a sparse end of a piece (whose k-th neighbour can
+    lie across the gap) to a dense piece; the d + 1 nearest neighbours keep a sparse tail
+    linked to its piece (one nearest neighbour is not enough: two tail points can be each other's).
+    """
+    import scipy.sparse as sp
+
+    t = torch.from_numpy(y)
+    n = len(y)
+    k = min(k, n - 1)
+    rows, cols, vals = [], [], []
+    step = max(1, (64 * 2**20) // (8 * n))
+    for s in range(0, n, step):
+        d = torch.cdist(t[s:s + step], t)
+        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = math.inf
+        v, i = torch.topk(d, k, dim=1, largest=False)
+        rows.append(np.repeat(np.arange(s, s + d.shape[0]), k))
+        cols.append(i.reshape(-1).numpy())
+        vals.append(v.reshape(-1).numpy())
+    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    a = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
+    mutual = a.multiply(a.T)                                   # 1 where both directions exist
+    near = (np.arange(len(r)) % k) < min(y.shape[1] + 1, k)    # each row's d + 1 nearest
+    nn = sp.coo_matrix((np.ones(int(near.sum())), (r[near], c[near])), shape=(n, n)).tocsr()
+    g = (mutual + nn + nn.T).tocsr()
+    g.sum_duplicates()
+    g.data = np.linalg.norm(y[np.repeat(np.arange(n), np.diff(g.indptr))] - y[g.indices], axis=1)
+    g.data = np.maximum(g.data, 1e-300)  # a zero weight would be read as "no edge"
+    return g
+
+
+def hop_graph(y: np.ndarray):
+    """The kNN graph (k = max(16, 2d)) along which "paths through the data" are measured."""
+    return knn_graph(y, max(16, 2 * y.shape[1]))
+
+
+def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, graph=None) -> np.ndarray:
+    """(E,) kNN-graph shortest path from y_i to y_j divided by |y_i - y_j| (inf if longer than kappa_max).
+
+    adjacency: (E, 2) any pairs. Dijkstra from each source target with a search radius of
+    kappa_max times its longest pair, in chunks of sources (never an N x N matrix).
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    n, d = y.shape
+    if len(adjacency) == 0:
+        return np.empty(0)
+    g = hop_graph(y) if graph is None else graph
+    length = np.linalg.norm(y[adjacency[:, 0]] - y[adjacency[:, 1]], axis=1)
+    out = np.full(len(adjacency), np.inf)
+    order = np.argsort(adjacency[:, 0], kind="stable")
+    src = adjacency[order, 0]
+    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
+    bounds = np.r_[starts, len(src)]
+    chunk = max(1, (32 * 2**20) // (8 * n))
+    srcs = src[starts]
+    reach = np.maximum.reduceat(length[order], starts) * kappa_max
+    by_reach = np.argsort(reach)  # chunks of sources with similar search radii
+    for c in range(0, len(srcs), chunk):
+        sel = by_reach[c:c + chunk]
+        dist = dijkstra(g, directed=False, indices=srcs[sel], limit=float(reach[sel].max()))
+        for row, s in enumerate(sel):
+            e = order[bounds[s]:bounds[s + 1]]
+            out[e] = dist[row, adjacency[e, 1]] / np.maximum(length[e], 1e-300)
+    out[out > kappa_max] = np.inf
+    return out
+
+
+def _components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Connected-component labels (N,), numbered by decreasing component size."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    g = sp.coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, lab = connected_components(g, directed=False)
+    sizes = np.bincount(lab)
+    rank = np.empty_like(sizes)
+    rank[np.argsort(-sizes, kind="stable")] = np.arange(len(sizes))
+    return rank[lab].astype(np.int64)
+
+
+def _attach_isolated(y: np.ndarray, adj: np.ndarray, modes: np.ndarray) -> np.ndarray:
+    """Targets with no facet at all (an empty cell, or one no sample fell next to) carry no mass:
+    give each the mode of its nearest target that has facets, then renumber by size."""
+    n = len(y)
+    lonely = np.ones(n, dtype=bool)
+    lonely[adj.reshape(-1)] = False
+    if not lonely.any() or lonely.all():
+        return modes
+    t = torch.from_numpy(y)
+    rest = np.flatnonzero(~lonely)
+    near = torch.cdist(t[lonely], t[rest]).argmin(dim=1).numpy()
+    modes = modes.copy()
+    modes[lonely] = modes[rest[near]]
+    _, lab = np.unique(modes, return_inverse=True)
+    sizes = np.bincount(lab)
+    rank = np.empty_like(sizes)
+    rank[np.argsort(-sizes, kind="stable")] = np.arange(len(sizes))
+    return rank[lab].astype(np.int64)
+
+
+def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
+    """The detour threshold read off the data: the start of the longest-lived number of modes.
+
+    For kappa on a geometric grid from 2 to ``KAPPA_MAX`` the number of modes m(kappa) can only
+    fall as kappa grows (more facets count as regular). A true gap between modes has an infinite
+    detour (no path through the data at all), so the true mode count persists over a long range
+    of kappa, while the merging of spurious pieces (in high dimension, k-NN paths inside one
+    mode are longer than in 2-D) happens early. We take the smallest kappa of the longest run of
+    equal m (in 2-D toy sets m is constant and kappa = 2).
+    """
+    grid = np.geomspace(DEFAULT_KAPPA, KAPPA_MAX, 13)
+    counts = [int(_attach_isolated(y, adj, _components(len(y), adj[detour <= k])).max()) for k in grid]
+    best, best_len, start = 0, 0, 0
+    for i in range(1, len(grid) + 1):
+        if i == len(grid) or counts[i] != counts[start]:
+            if i - start > best_len:
+                best, best_len = start, i - start
+            start = i
+    return float(grid[best])
+
+
+def _check_threshold(threshold, criterion: str) -> float:
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
+    if isinstance(threshold, str):
+        if threshold != "auto":
+            raise ValueError(f"threshold: expected 'auto' or a number, got {threshold!r}")
+        if criterion == "angle":
+            raise ValueError("threshold: criterion='angle' has no automatic threshold; give an angle in radians in (0, pi)")
+        return DEFAULT_KAPPA
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
+        raise TypeError(f"threshold: expected 'auto' or a number, got {type(threshold).__name__}")
+    t = float(threshold)
+    if criterion == "detour" and not (t > 1.0 and math.isfinite(t)):
+        raise ValueError(f"threshold: a detour ratio must be a finite number > 1 (the path over the straight distance), got {threshold!r}")
+    if criterion == "angle" and not (0.0 < t < math.pi):
+        raise ValueError(f"threshold: an angle must lie in (0, pi) radians, got {threshold!r}")
+    return t
+
+
+def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: str = "auto",
+                 n_samples: int | None = None, seed: int | None = None) -> SingularSet:
+    """Detect the singular set of a fitted ``SemiDiscreteOT`` (see the module docstring).
+
+    threshold : "auto" (kappa = 2 for the detour criterion) or a number: a detour ratio > 1, or an
+        angle in (0, pi) radians for ``criterion="angle"``.
+    adjacency : "auto" (exact for a uniform 2-D polygonal source, else sampled), "exact", "sampled".
+    n_samples : source samples for the sampled adjacency (default 10 N, within [2e4, 1e5]).
+    """
+    ot._check_fitted()
+    t = _check_threshold(threshold, criterion)
+    if adjacency not in ("auto", "exact", "sampled"):
+        raise ValueError(f"adjacency: expected 'auto', 'exact' or 'sampled', got {adjacency!r}")
+    y = ot._unique_targets.numpy().astype(np.float64)
+    n, d = y.shape
+    src = ot.source_
+    can_exact = d == 2 and src.uniform and src.as_polygon() is not None
+    if adjacency == "exact" and not can_exact:
+        raise ValueError("adjacency: 'exact' needs a uniform 2-D polygonal source (Polygon, UniformBox(2), UniformBall(2))")
+    exact = can_exact and adjacency != "sampled"
+    if exact:
+        adj = np.asarray(ot.power_diagram().adjacency, dtype=np.int64).reshape(-1, 2)
+    else:
+        if n_samples is None:
+            n_samples = int(min(max(10 * n, 20_000), 100_000))
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
+        s = ot.seed + 12_345 if seed is None else int(seed)
+        adj = sampled_adjacency(ot._potential, src, int(n_samples), s)
+    angles = facet_angles(y, adj)
+    graph = hop_graph(y)
+    detour = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t if criterion == "detour" else 0.0), graph=graph)
+    if criterion == "detour" and threshold == "auto":
+        t = auto_kappa(y, adj, detour)
+    sing = detour > t if criterion == "detour" else angles > t
+    modes = _attach_isolated(y, adj, _components(n, adj[~sing]))
+    return SingularSet(adjacency=adj, angles=angles, detour=detour, singular=sing, modes=modes, targets=y,
+                       criterion=criterion, threshold=t, exact=exact, _graph=graph)
+
+
+# ----------------------------------------------------------------- geometry in the source
+def _scores(ot, x: torch.Tensor) -> torch.Tensor:
+    """(M, N) float64 scores; only for small M (path walks)."""
+    y = ot._unique_targets.to(x.device)
+    return x @ y.T + ot._unique_heights.to(x.device)
+
+
+def cell_walk(ot, a: torch.Tensor, b: torch.Tensor, max_cells: int = 100_000) -> tuple[list[int], list[float]]:
+    """The power cells met by the straight segment x(t) = a + t (b - a), t in [0, 1]; a, b: (d,) float64.
+
+    Returns (cells, entries): the cells in order and the parameter t at which each is entered
+    (0 for the first).
+
+    Exact: from the current cell i at parameter t, the exit is the smallest t' > t where some
+    score s_j(x(t')) reaches s_i(x(t')); both are affine in t.
+    """
+    y = ot._unique_targets.double()
+    h = ot._unique_heights.double()
+    s0 = y @ a + h                      # scores at t = 0
+    ds = y @ (b - a)                    # their slope in t
+    i = int(torch.argmax(s0))
+    cells, entries, t = [i], [0.0], 0.0
+    for _ in range(max_cells):
+        num = s0[i] - s0                # s_i - s_j at t = 0
+        den = ds - ds[i]                # how fast s_j - s_i grows
+        with np.errstate(all="ignore"):
+            tj = num / den
+        ok = (den > 1e-15) & (tj > t + 1e-13)
+        ok[i] = False
+        if not bool(ok.any()):
+            break
+        tj = torch.where(ok, tj, torch.full_like(tj, math.inf))
+        t_next = float(tj.min())
+        if t_next >= 1.0:
+            break
+        # ties: among cells reached at t_next, the best just after it
+        cand = torch.nonzero(tj <= t_next + 1e-12).reshape(-1)
+        j = int(cand[torch.argmax(ds[cand])]) if len(cand) > 1 else int(cand[0])
+        cells.append(j)
+        entries.append(t_next)
+        i, t = j, t_next
+    return cells, entries
+
+
+def crossings(ot, path, S: SingularSet) -> np.ndarray:
+    """int64 indices k where the segment path[k] -> path[k+1] crosses a singular facet of S.
+
+    path : (T, d), T >= 2. Exact: the segment's cell walk is followed and each consecutive pair
+    of cells is looked up among the singular facets.
+    """
+    from ._array import as_points
+
+    ot._check_fitted()
+    d = ot.targets_.shape[1]
+    p = as_points(path, "path", dim=d, dtype=torch.float64, min_rows=2)
+    keys = S.pair_keys(regular=False)
+    n = len(S.modes)
+    out = []
+    for k in range(len(p) - 1):
+        cells, _ = cell_walk(ot, p[k], p[k + 1])
+        if len(cells) > 1:
+            c = np.asarray(cells, dtype=np.int64)
+            if np.isin(c[:-1] * n + c[1:], keys).any():
+                out.append(k)
+    return np.asarray(out, dtype=np.int64)
+
+
+def boundary_distance(ot, x, S: SingularSet, k: int = 32) -> np.ndarray:
+    """(M,) distance from each source point x (M, d) to the nearest singular facet (0 on it).
+
+    Exact in 2-D with an exact adjacency: the Euclidean distance to the union of the singular
+    power edges (segments, clipped to the source domain). Otherwise: the distance to the nearest
+    singular facet of x's own cell among its k best neighbours, measured to the facet's
+    hyperplane, (s_i(x) - s_j(x)) / |y_i - y_j| (exact when the foot of the perpendicular lies on
+    the facet and no other cell's singular facet is nearer). inf when no such facet.
+    """
+    from ._array import as_points
+
+    ot._check_fitted()
+    d = ot.targets_.shape[1]
+    pts = as_points(x, "x", dim=d, dtype=torch.float64)
+    if S.n_facets == 0:
+        return np.full(len(pts), np.inf)
+    if S.exact:
+        import shapely
+
+        pd = ot.power_diagram()
+        keys = S.pair_keys(regular=False)
+        adj = np.asarray(pd.adjacency, dtype=np.int64)
+        sel = np.isin(adj[:, 0] * len(S.modes) + adj[:, 1], keys)
+        lines = shapely.multilinestrings(list(pd.facet_segments[sel]))
+        lines = shapely.intersection(lines, pd.domain.buffer(1e-9))
+        return shapely.distance(shapely.points(pts.numpy()), lines)
+    y = ot._unique_targets.double()
+    keys = torch.from_numpy(S.pair_keys(regular=False))
+    n = len(S.modes)
+    out = []
+    kk = min(k, n)
+    for s in range(0, len(pts), 8192):
+        xb = pts[s:s + 8192]
+        _, idx = ot._potential.topk(xb.to(ot.device_), kk)
+        idx = idx.cpu()
+        vals = (xb[:, None, :] * y[idx]).sum(dim=2) + ot._unique_heights.double()[idx]  # float64 scores
+        own = idx[:, :1]
+        gap = vals[:, :1] - vals
+        dist = gap / torch.linalg.norm(y[idx] - y[own], dim=2).clamp_min(1e-300)
+        pair = own * n + idx
+        is_sing = torch.isin(pair, keys)
+        dist = torch.where(is_sing, dist, torch.full_like(dist, math.inf))
+        out.append(dist.min(dim=1).values)
+    return torch.cat(out).numpy()

@@ -1,0 +1,200 @@
+"""Singular set, modes, crossings and boundary distance (brenier.singular)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from brenier.datasets import toy
+from brenier.ot import SemiDiscreteOT
+from brenier.singular import SingularSet, cell_walk
+from brenier.sources import UniformBall, UniformBox
+
+warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta")
+
+
+@pytest.fixture(scope="module")
+def ring():
+    d = toy("ring8", 400, seed=1)
+    ot = SemiDiscreteOT(UniformBall(2), method="exact").fit(d.points)
+    return d, ot, ot.singular_set()
+
+
+@pytest.fixture(scope="module")
+def square():
+    d = toy("square", 300, seed=2)
+    ot = SemiDiscreteOT(UniformBall(2), method="exact").fit(d.points)
+    return d, ot, ot.singular_set()
+
+
+def _cell_centroid(ot, i: int) -> np.ndarray:
+    cell = ot.power_diagram().cells()[i]
+    return np.asarray(cell.centroid.coords[0])
+
+
+def test_ring8_modes_and_facets_match_ground_truth(ring):
+    d, ot, S = ring
+    assert isinstance(S, SingularSet) and ot.singular_set_ is S
+    E = len(S.adjacency)
+    assert S.adjacency.shape == (E, 2) and S.adjacency.dtype == np.int64
+    assert S.angles.shape == (E,) and np.all((S.angles >= 0) & (S.angles < np.pi))
+    assert S.modes.shape == (400,) and S.n_modes == 8
+    # every facet between two Gaussians is singular; almost none inside one (each is convex)
+    cross = d.labels[S.adjacency[:, 0]] != d.labels[S.adjacency[:, 1]]
+    assert cross.any() and np.all(S.singular[cross])
+    assert np.sum(S.singular & ~cross) <= 0.1 * cross.sum()
+    assert S.facets.shape == (S.n_facets, 2) and S.n_facets == int(S.singular.sum())
+    # modes are the true components up to relabelling
+    table = np.zeros((8, 8), dtype=int)
+    np.add.at(table, (S.modes, d.labels), 1)
+    assert np.all((table > 0).sum(axis=1) == 1) and np.all((table > 0).sum(axis=0) == 1)
+    np.testing.assert_array_equal(S.mode_of(d.points), S.modes)
+
+
+def test_angles_are_those_of_the_supporting_planes(ring):
+    _, _, S = ring
+    i, j = S.adjacency[0]
+    a, b = np.r_[S.targets[i], -1.0], np.r_[S.targets[j], -1.0]
+    expect = np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert S.angles[0] == pytest.approx(expect, abs=1e-12)
+
+
+def test_one_convex_mode_has_empty_singular_set(square):
+    _, ot, S = square
+    assert S.n_modes == 1 and S.n_facets == 0 and S.facets.shape == (0, 2)
+    assert np.all(np.isinf(ot.boundary_distance(np.zeros((3, 2)))))
+    assert len(ot.crossings(np.array([[-0.9, 0.0], [0.9, 0.1]]))) == 0
+
+
+def test_sampled_adjacency_agrees_with_exact(ring):
+    d, ot, S = ring
+    Ss = ot.singular_set(adjacency="sampled", n_samples=40_000, seed=3)
+    assert not Ss.exact and Ss.n_modes == 8
+    exact = {tuple(p) for p in S.adjacency.tolist()}
+    found = np.array([tuple(p) in exact for p in Ss.adjacency.tolist()])
+    assert found.mean() > 0.97            # near-tie pairs are true neighbours
+    assert len(Ss.adjacency) > 0.8 * len(S.adjacency)
+    ot.singular_set()                     # restore the exact one for the other tests
+
+
+def test_monte_carlo_solver_gives_the_same_modes():
+    d = toy("moons", 150, seed=4)
+    ot = SemiDiscreteOT(UniformBall(2), method="newton", tol=0.08, seed=0).fit(d.points)
+    S = ot.singular_set(adjacency="sampled")
+    assert S.n_modes == 2
+    table = np.zeros((2, 2), dtype=int)
+    np.add.at(table, (S.modes, d.labels), 1)
+    assert (table > 0).sum() == 2
+
+
+def test_angle_criterion_by_hand(ring):
+    _, ot, S = ring
+    cut = float(np.quantile(S.angles, 0.5))
+    Sa = ot.singular_set(threshold=cut, criterion="angle")
+    np.testing.assert_array_equal(Sa.singular, Sa.angles > cut)
+    ot.singular_set()
+
+
+def test_crossings_between_modes_and_within_one(ring):
+    d, ot, S = ring
+    centres = np.array([[np.cos(t), np.sin(t)] for t in 2 * np.pi * np.arange(8) / 8])
+    near = [int(np.argmin(np.linalg.norm(S.targets - c, axis=1))) for c in centres]
+    a, b = _cell_centroid(ot, near[0]), _cell_centroid(ot, near[3])
+    path = np.linspace(a, b, 40)
+    k = ot.crossings(path)
+    assert k.dtype == np.int64 and len(k) >= 1
+    # within one mode: from the central cell of Gaussian 0 to the cell of its nearest target
+    i = near[0]
+    others = np.flatnonzero((S.modes == S.modes[i]) & (np.arange(len(S.modes)) != i))
+    j = others[np.argmin(np.linalg.norm(S.targets[others] - S.targets[i], axis=1))]
+    cells, _ = cell_walk(ot, torch.tensor(_cell_centroid(ot, i)), torch.tensor(_cell_centroid(ot, j)))
+    assert all(S.modes[c] == S.modes[i] for c in cells)
+    assert len(ot.crossings(np.linspace(_cell_centroid(ot, i), _cell_centroid(ot, j), 10))) == 0
+    # torch in, torch out
+    assert isinstance(ot.crossings(torch.tensor(path)), torch.Tensor)
+
+
+def test_cell_walk_matches_dense_assignment(ring):
+    _, ot, _ = ring
+    a, b = torch.tensor([-0.7, -0.2], dtype=torch.float64), torch.tensor([0.6, 0.5], dtype=torch.float64)
+    cells, entries = cell_walk(ot, a, b)
+    t = np.linspace(0, 1, 4001)
+    dense = ot.assign((a[None] + torch.tensor(t)[:, None] * (b - a)[None]).numpy())
+    runs = dense[np.r_[True, dense[1:] != dense[:-1]]]
+    assert set(runs.tolist()) <= set(cells) and len(cells) >= len(runs)
+    assert entries[0] == 0.0 and all(0 < e < 1 for e in entries[1:])
+
+
+def test_boundary_distance(ring):
+    d, ot, S = ring
+    dist = ot.boundary_distance(np.zeros((1, 2)))
+    assert dist.shape == (1,) and dist[0] >= 0
+    # a point on a singular power edge is at distance 0; points deep in a mode are farther
+    pd = ot.power_diagram()
+    sel = np.isin(pd.adjacency[:, 0] * len(S.modes) + pd.adjacency[:, 1], S.pair_keys(regular=False))
+    seg = pd.facet_segments[sel][np.argmax(pd.facet_lengths[sel])]
+    mid = seg.mean(axis=0)
+    assert ot.boundary_distance(mid[None])[0] < 1e-9
+    x = UniformBall(2).sample(2000, seed=0).double().numpy()
+    exact = ot.boundary_distance(x)
+    assert np.all(exact >= 0) and exact.max() > 0.05
+    # the any-d estimate (distance to the hyperplane of a singular facet of x's own cell) mostly agrees
+    from brenier.singular import boundary_distance
+
+    Sg = SingularSet(**{**S.__dict__, "exact": False})
+    approx = boundary_distance(ot, x, Sg)
+    fin = np.isfinite(approx)
+    assert fin.mean() > 0.1
+    assert np.mean(np.isclose(approx[fin], exact[fin], rtol=1e-3, atol=1e-9)) > 0.7
+
+
+def test_bad_input():
+    ot = SemiDiscreteOT(UniformBox(2))
+    with pytest.raises(ValueError, match="fit"):
+        ot.singular_set()
+    with pytest.raises(ValueError, match="fit"):
+        ot.crossings(np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="fit"):
+        ot.boundary_distance(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("kw", [dict(threshold=0.5), dict(threshold=-1.0), dict(threshold="big"),
+                                dict(threshold=float("nan")), dict(threshold=4.0, criterion="angle"),
+                                dict(threshold="auto", criterion="angle"), dict(criterion="foo"),
+                                dict(adjacency="bar")])
+def test_bad_threshold(ring, kw):
+    _, ot, _ = ring
+    with pytest.raises(ValueError, match="threshold|criterion|adjacency"):
+        ot.singular_set(**kw)
+
+
+def test_bad_paths(ring):
+    _, ot, _ = ring
+    with pytest.raises(ValueError, match="path"):
+        ot.crossings(np.zeros((0, 2)))
+    with pytest.raises(ValueError, match="path"):
+        ot.crossings(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="path"):
+        ot.crossings(np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="path"):
+        ot.crossings(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="x"):
+        ot.boundary_distance(np.zeros((4, 3)))
+    with pytest.raises(TypeError, match="threshold"):
+        ot.singular_set(threshold=[2.0])
+
+
+def test_cli_figure(tmp_path):
+    from typer.testing import CliRunner
+
+    from brenier.cli import app
+
+    out = tmp_path / "ring.png"
+    r = CliRunner().invoke(app, ["figure", "toy", "ring8", "--out", str(out), "--n", "300", "--n-gen", "500"])
+    assert r.exit_code == 0, r.output
+    assert out.exists() and out.stat().st_size > 10_000 and "8 mode(s)" in r.output
+    r = CliRunner().invoke(app, ["figure", "toy", "nope", "--out", str(out)])
+    assert r.exit_code == 2 and "unknown toy set" in r.output
