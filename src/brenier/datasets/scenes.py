@@ -1,0 +1,312 @@
+"""Synthetic processes with known critical states: occluding discs and a tilting glass.
+
+A video model that jumps from one stable state to another skips the critical moment between
+them (three puppies become four; the juice is in the glass, then on the table). These two
+processes make that moment exact, so a detector can be scored against it.
+
+``occlusion_scenes`` — 32 × 32 grayscale frames of four discs: one large bright *occluder*
+    (radius R, in front) and three small grey discs (radius r < R) that wobble on small circles
+    around fixed anchors. The occluder glides in front of them along a smooth path that passes
+    over one of the small discs, hiding it completely for a while. With d the distance
+    between the occluder's centre and a small disc's centre:
+
+    * d > R + r + touch: separate (stable);
+    * R - r < d <= R + r + touch: touching or partly hidden — **critical**;
+    * d <= R - r: completely hidden (stable; the visible count drops by one).
+
+    So the visible count goes 4 → 3 → 4 through two short runs of critical frames. Every frame
+    comes with its visible count and its critical flag.
+
+``tilting_glass`` — a rectangular glass of width W and height H, filled to height h0 >= H/2,
+    tilts about its bottom-left corner by an angle θ (its top moving left) that grows smoothly
+    along each trajectory. The liquid surface stays horizontal; the liquid reaches the rim when
+    the surface, through the rim's lower corner, bounds the original volume:
+    ``tan θc = 2 (H - h0) / W`` (volume of liquid W·h0 = W·H - W² tan θ / 2 while the surface
+    meets the side wall, i.e. while W tan θ <= H). Past θc the excess spills into a puddle on
+    the table. Frames within ``critical_width`` degrees of θc are critical; the state is 0
+    (all liquid in the glass) before θc and 1 (spilled) after.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["occlusion_scenes", "OcclusionScenes", "tilting_glass", "GlassScenes", "critical_events",
+           "OCCLUSION_ANCHORS", "count_discs", "glass_critical_angle"]
+
+#: default anchors of the three small discs in a 32 × 32 frame (x, y), in pixels
+OCCLUSION_ANCHORS = ((8.0, 9.0), (24.0, 11.0), (15.0, 24.0))
+
+
+class OcclusionScenes(NamedTuple):
+    """Trajectories of the occlusion process.
+
+    ``frames`` (T, F, 1, S, S) float32 in [0, 1]; ``count`` (T, F) int64 visible discs (4 or 3);
+    ``critical`` (T, F) bool; ``centres`` (T, F, 4, 2) float64 disc centres (x, y) in pixels,
+    the occluder first; ``radii`` (4,).
+    """
+
+    frames: np.ndarray
+    count: np.ndarray
+    critical: np.ndarray
+    centres: np.ndarray
+    radii: np.ndarray
+
+    def stable_frames(self) -> np.ndarray:
+        """The non-critical frames (n, 1, S, S): what a model of the stable states is fitted on."""
+        return self.frames[~self.critical]
+
+
+class GlassScenes(NamedTuple):
+    """Trajectories of the tilting glass.
+
+    ``frames`` (T, F, 1, S, S) float32; ``angle`` (T, F) degrees; ``critical_angle`` (T,) degrees;
+    ``state`` (T, F) int64: 0 liquid all in the glass, 1 spilled; ``critical`` (T, F) bool.
+    """
+
+    frames: np.ndarray
+    angle: np.ndarray
+    critical_angle: np.ndarray
+    state: np.ndarray
+    critical: np.ndarray
+
+    def stable_frames(self) -> np.ndarray:
+        return self.frames[~self.critical]
+
+
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_pos(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _coverage(size: int, cx: np.ndarray, cy: np.ndarray, radius: float) -> np.ndarray:
+    """Anti-aliased disc coverage (..., S, S): clip(r - |p - c| + 1/2, 0, 1) at pixel centres."""
+    g = np.arange(size) + 0.5
+    dx = g[None, :] - cx[..., None, None]          # (..., 1, S): varies along x (columns)
+    dy = g[:, None] - cy[..., None, None]          # (..., S, 1)
+    return np.clip(radius - np.sqrt(dx * dx + dy * dy) + 0.5, 0.0, 1.0)
+
+
+def _render_discs(centres: np.ndarray, radii: np.ndarray, size: int, grey: float) -> np.ndarray:
+    """(n, 4, 2) centres → (n, S, S): small discs at ``grey``, the occluder (index 0) white, in front."""
+    img = np.zeros(centres.shape[:1] + (size, size))
+    for j in range(1, centres.shape[1]):
+        img = np.maximum(img, grey * _coverage(size, centres[:, j, 0], centres[:, j, 1], radii[j]))
+    occ = _coverage(size, centres[:, 0, 0], centres[:, 0, 1], radii[0])
+    return img * (1.0 - occ) + occ
+
+
+def occlusion_scenes(
+    n_trajectories: int,
+    n_frames: int = 32,
+    seed: int = 0,
+    *,
+    size: int = 32,
+    radius: float = 5.0,
+    small_radius: float = 2.0,
+    speed: float = 1.0,
+    wobble: float = 1.0,
+    touch: float = 0.5,
+    anchors: tuple[tuple[float, float], ...] = OCCLUSION_ANCHORS,
+) -> OcclusionScenes:
+    """``n_trajectories`` videos of ``n_frames`` frames (size × size) of four discs; see the module docstring.
+
+    The occluder (radius ``radius``) moves at ``speed`` pixels per frame on a gently curved path
+    (a line with a sinusoidal bend of 1.5 px) through a point within 1.5 px of a randomly chosen
+    small disc's anchor, starting and ending clear of every small disc, so each trajectory holds
+    at least one full 4 → 3 → 4 occlusion. The small discs (radius ``small_radius``) circle
+    their anchors at radius ``wobble``. ``touch``: discs closer than this gap count as touching
+    (critical). Returns an ``OcclusionScenes``.
+    """
+    T = _check_int(n_trajectories, "n_trajectories", 1)
+    F = _check_int(n_frames, "n_frames", 2)
+    size = _check_int(size, "size", 8)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    R, r, v = _check_pos(radius, "radius"), _check_pos(small_radius, "small_radius"), _check_pos(speed, "speed")
+    if r >= R:
+        raise ValueError(f"small_radius: must be smaller than radius ({R}) so that the occluder can hide a disc, got {r}")
+    if isinstance(wobble, bool) or not isinstance(wobble, (int, float)) or not 0 <= wobble < R - r:
+        raise ValueError(f"wobble: expected a number in [0, radius - small_radius), got {wobble!r}")
+    touch = float(touch)
+    A = np.asarray(anchors, dtype=np.float64)
+    if A.ndim != 2 or A.shape[1] != 2 or len(A) < 1:
+        raise ValueError(f"anchors: expected a sequence of (x, y) pairs, got shape {A.shape}")
+    if np.any(A < 0) or np.any(A > size):
+        raise ValueError(f"anchors: must lie inside the {size} × {size} frame")
+    rng = np.random.default_rng(seed)
+    radii = np.array([R] + [r] * len(A))
+    clear = R + r + touch + wobble + 0.5                # an occluder this far from every anchor touches nothing
+    t = np.arange(F, dtype=np.float64)
+    centres = np.empty((T, F, 1 + len(A), 2))
+    for i in range(T):
+        for _ in range(2_000):
+            j = rng.integers(len(A))
+            through = A[j] + rng.uniform(-1.5, 1.5, 2)
+            phi = rng.uniform(0, 2 * np.pi)
+            u, w = np.array([np.cos(phi), np.sin(phi)]), np.array([-np.sin(phi), np.cos(phi)])
+            t0 = rng.uniform(0.3, 0.7) * (F - 1)         # the frame of closest approach
+            s = (t - t0) * v
+            bend = 1.5 * np.sin(np.pi * t / (F - 1) + rng.uniform(0, np.pi))
+            path = through + s[:, None] * u + bend[:, None] * w
+            d_end = np.linalg.norm(path[[0, -1], None, :] - A[None], axis=2)
+            if np.all((path >= -1.0) & (path <= size + 1.0)) and np.all(d_end > clear):
+                break
+        else:
+            raise ValueError(f"n_frames: {F} frames at speed {v} cannot carry the occluder over a disc and clear of it inside a {size} × {size} frame; use about 32 frames at speed 1")
+        ph = rng.uniform(0, 2 * np.pi, len(A))
+        om = rng.choice([-1.0, 1.0], len(A)) * rng.uniform(0.05, 0.15, len(A))   # rad / frame
+        centres[i, :, 0] = path
+        ang = ph[None, :] + om[None, :] * t[:, None]                             # (F, k)
+        centres[i, :, 1:, 0] = A[None, :, 0] + wobble * np.cos(ang)
+        centres[i, :, 1:, 1] = A[None, :, 1] + wobble * np.sin(ang)
+    d = np.linalg.norm(centres[:, :, 1:] - centres[:, :, :1], axis=3)           # (T, F, k)
+    hidden = d <= R - r
+    critical = ((d > R - r) & (d <= R + r + touch)).any(axis=2)
+    count = (1 + len(A) - hidden.sum(axis=2)).astype(np.int64)
+    frames = _render_discs(centres.reshape(T * F, -1, 2), radii, size, grey=0.55)
+    frames = frames.reshape(T, F, 1, size, size).astype(np.float32)
+    return OcclusionScenes(frames, count, critical, centres, radii)
+
+
+# ------------------------------------------------------------------ tilting glass
+def glass_critical_angle(height: float, width: float, fill: float) -> float:
+    """θc in degrees for a W × H glass filled to h0 = fill·H (fill >= 1/2): tan θc = 2 (H - h0) / W."""
+    return float(np.degrees(np.arctan2(2.0 * (height - fill * height), width)))
+
+
+def _liquid_level(theta: np.ndarray, W: float, H: float, area: float) -> np.ndarray:
+    """Height c of the horizontal surface (world y) holding ``area`` inside the tilted glass, by bisection."""
+    # glass corners in world coordinates, rotated by theta about (0, 0) (top moves left)
+    lo = np.full(theta.shape, -W - H)
+    hi = np.full(theta.shape, W + H)
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        a = _area_below(theta, W, H, mid)
+        lo = np.where(a < area, mid, lo)
+        hi = np.where(a < area, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def _area_below(theta: np.ndarray, W: float, H: float, c: np.ndarray, n: int = 400) -> np.ndarray:
+    """Area of the tilted W × H rectangle below the world line y = c (midpoint rule over the glass's local x)."""
+    xs = (np.arange(n) + 0.5) / n * W                              # local x across the glass
+    ct, st = np.cos(theta)[..., None], np.sin(theta)[..., None]
+    # local point (x, y) → world y = x sin θ + y cos θ; the local column at x lies below c for y < (c - x sin θ) / cos θ
+    ymax = (c[..., None] - xs * st) / ct
+    return np.clip(ymax, 0.0, H).sum(axis=-1) * (W / n)
+
+
+def tilting_glass(
+    n_trajectories: int,
+    n_frames: int = 48,
+    seed: int = 0,
+    *,
+    size: int = 32,
+    max_angle: float = 60.0,
+    critical_width: float = 2.0,
+) -> GlassScenes:
+    """``n_trajectories`` videos of a glass tilting from 0 to about ``max_angle`` degrees; see the module docstring.
+
+    Each trajectory draws a fill fraction in [0.65, 0.9] (so θc = atan(2 (H - h0) / W) varies
+    between trajectories) and a smooth, monotone angle schedule θ(t) = max_angle · s(t)^p with a
+    random exponent p. The liquid volume kept in the glass after θc is the volume below the rim;
+    the rest lies as a puddle on the table, growing with the spilled volume. Frames with
+    |θ - θc| <= ``critical_width`` are critical. Returns a ``GlassScenes``.
+    """
+    T = _check_int(n_trajectories, "n_trajectories", 1)
+    F = _check_int(n_frames, "n_frames", 2)
+    size = _check_int(size, "size", 16)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    max_angle = _check_pos(max_angle, "max_angle")
+    if max_angle >= 80:
+        raise ValueError(f"max_angle: expected an angle below 80 degrees, got {max_angle}")
+    critical_width = _check_pos(critical_width, "critical_width")
+    rng = np.random.default_rng(seed)
+    W, H = 0.3 * size, 0.5 * size
+    pivot = np.array([0.55 * size, 0.85 * size])                   # bottom-left corner of the glass, pixels (y down)
+    fill = rng.uniform(0.65, 0.9, T)
+    theta_c = np.array([glass_critical_angle(H, W, f) for f in fill])
+    s = np.linspace(0.0, 1.0, F)
+    p = rng.uniform(0.8, 1.25, T)
+    angle = max_angle * s[None, :] ** p[:, None]                    # (T, F) degrees
+    th = np.radians(angle)
+    area0 = W * H * fill[:, None] * np.ones_like(th)
+    rim = W * H - W * W * np.tan(th) / 2.0                          # volume below the rim while W tan θ <= H
+    rim = np.where(W * np.tan(th) <= H, rim, H * H / (2 * np.tan(np.maximum(th, 1e-9))))
+    kept = np.minimum(area0, rim)
+    spilled = area0 - kept
+    level = _liquid_level(th, W, H, kept)
+    state = (angle > theta_c[:, None]).astype(np.int64)
+    critical = np.abs(angle - theta_c[:, None]) <= critical_width
+
+    # render at 4× supersampling: local coordinates of every sub-pixel in the glass frame
+    ss = 4
+    g = (np.arange(size * ss) + 0.5) / ss
+    X, Y = np.meshgrid(g, g)                                        # Y grows downwards
+    wx, wy = X - pivot[0], pivot[1] - Y                             # world, y up, origin at the pivot
+    frames = np.empty((T, F, 1, size, size), dtype=np.float32)
+    for i in range(T):
+        for f in range(F):
+            t_ = th[i, f]
+            ct, st = np.cos(t_), np.sin(t_)
+            # world → local (inverse rotation by +θ counter-clockwise: the top tilts left)
+            lx = wx * ct + wy * st
+            ly = -wx * st + wy * ct
+            inside = (lx >= 0) & (lx <= W) & (ly >= 0) & (ly <= H)
+            wall = inside & ((lx < 1.0) | (lx > W - 1.0) | (ly < 1.0))
+            liquid = inside & (wy <= level[i, f]) & ~wall
+            img = 0.5 * liquid + 1.0 * wall
+            if spilled[i, f] > 0:
+                # a puddle on the table (y = 0, to the left of the tilted rim), thickness 1 px, length ∝ volume
+                length = spilled[i, f] / 1.5
+                x0 = -np.sin(t_) * H - 0.5
+                puddle = (wy >= -0.2) & (wy <= 1.3) & (wx <= x0) & (wx >= x0 - length) & ~inside
+                img = np.maximum(img, 0.5 * puddle)
+            img = np.maximum(img, 0.8 * ((wy < -0.2) & (wy > -1.2)))   # the table
+            frames[i, f, 0] = img.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    return GlassScenes(frames, angle, theta_c, state, critical)
+
+
+def critical_events(critical: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs of True in a (F,) bool array, as inclusive (start, end) frame pairs."""
+    c = np.asarray(critical, dtype=bool).ravel()
+    if c.size == 0:
+        return []
+    edges = np.flatnonzero(np.diff(np.r_[0, c.astype(np.int8), 0]))
+    return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def count_discs(frames: np.ndarray, *, min_area: int = 3) -> np.ndarray:
+    """Visible discs (n,) int64 read off rendered occlusion frames (n, 1, S, S) or (n, S, S) in [0, 1].
+
+    A rough pixel reading, for decoded or generated frames that have no ground truth: 1 for the
+    occluder (when some pixel is above 0.8) plus the connected components (4-neighbour) of grey
+    pixels (0.3–0.8) of at least ``min_area`` pixels, once the occluder's anti-aliased rim (the
+    grey pixels touching a bright one) is removed.
+    """
+    from scipy import ndimage
+
+    f = np.asarray(frames, dtype=np.float64)
+    if f.ndim == 4:
+        f = f[:, 0]
+    if f.ndim != 3:
+        raise ValueError(f"frames: expected (n, 1, S, S) or (n, S, S), got shape {np.shape(frames)}")
+    out = np.zeros(len(f), dtype=np.int64)
+    for i, img in enumerate(f):
+        bright = img > 0.8
+        grey = (img > 0.3) & (img <= 0.8) & ~ndimage.binary_dilation(bright, iterations=1)
+        lab, k = ndimage.label(grey)
+        areas = np.bincount(lab.ravel(), minlength=k + 1)[1:]
+        out[i] = int(bright.any()) + int((areas >= min_area).sum())
+    return out

@@ -1,0 +1,133 @@
+"""Autoencoders: architecture choice, shapes, seeding, training with early stopping, checkpoints and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from brenier.nets import ConvAutoencoder, MLPAutoencoder, build_autoencoder, train_autoencoder
+from brenier.nets.autoencoder import autoencoder_from_config, split_indices
+
+torch.set_num_threads(1)  # tiny networks: extra threads only contend on a busy machine
+
+
+def _blobs(n=64, shape=(1, 8, 8), seed=0):
+    """Images that an autoencoder can learn: two bright squares at random places."""
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = shape
+    X = torch.zeros(n, c, h, w)
+    pos = torch.randint(0, h - 3, (n, 2), generator=g)
+    for k in range(n):
+        X[k, :, pos[k, 0]:pos[k, 0] + 3, pos[k, 1]:pos[k, 1] + 3] = 1.0
+    return X
+
+
+@pytest.mark.parametrize("shape,kind", [((1, 8, 8), "mlp"), ((1, 28, 28), "conv"), ((3, 32, 32), "conv"), ((1, 30, 30), "mlp")])
+def test_auto_kind_and_shapes(shape, kind):
+    ae = build_autoencoder("auto", shape, 5, seed=0)
+    assert ae.kind == kind
+    x = torch.rand(3, *shape)
+    with torch.no_grad():
+        z = ae.encode(x)
+        y = ae.decode(z)
+    assert z.shape == (3, 5)
+    assert y.shape == (3, *shape) and float(y.min()) >= 0 and float(y.max()) <= 1
+
+
+def test_seeded_weights_and_rebuild_from_config():
+    a = build_autoencoder("mlp", (1, 8, 8), 4, seed=3)
+    b = build_autoencoder("mlp", (1, 8, 8), 4, seed=3)
+    c = build_autoencoder("mlp", (1, 8, 8), 4, seed=4)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+    r = autoencoder_from_config(build_autoencoder("conv", (1, 16, 16), 3, seed=0, channels=(4, 8), hidden=16).config())
+    assert isinstance(r, ConvAutoencoder) and r.channels == (4, 8) and r.hidden == 16
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(kind="rbm", shape=(1, 8, 8), latent_dim=2), "autoencoder"),
+    (dict(kind="mlp", shape=(1, 8, 8), latent_dim=0), "latent_dim"),
+    (dict(kind="conv", shape=(1, 10, 10), latent_dim=2), "multiples of 4"),
+])
+def test_build_bad(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        build_autoencoder(kwargs["kind"], kwargs["shape"], kwargs["latent_dim"])
+
+
+def test_split_is_seeded_partition():
+    tr, va = split_indices(50, 0.2, seed=1)
+    assert len(va) == 10 and len(tr) == 40
+    assert sorted(torch.cat([tr, va]).tolist()) == list(range(50))
+    assert torch.equal(va, split_indices(50, 0.2, seed=1)[1])
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_indices(50, 1.5, seed=0)
+
+
+def test_training_reduces_loss_and_keeps_best():
+    X = _blobs()
+    ae = build_autoencoder("mlp", (1, 8, 8), 4, seed=0, hidden=(32,))
+    res = train_autoencoder(ae, X, epochs=15, batch_size=16, lr=1e-2, seed=0)
+    h = res.history
+    assert len(h) == 15 and h[-1]["train_loss"] < 0.6 * h[0]["train_loss"]
+    assert res.best_val_loss == min(r["val_loss"] for r in h)
+    assert not ae.training  # left in eval mode
+
+
+def test_early_stopping():
+    X = _blobs()
+    ae = build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,))
+    # a learning rate this large makes the held-out loss stop improving quickly
+    res = train_autoencoder(ae, X, epochs=200, batch_size=64, lr=0.5, patience=3, seed=0)
+    assert res.stopped_early and len(res.history) < 200
+    assert len(res.history) == res.best_epoch + 3
+
+
+def test_checkpoint_resume_reproduces_uninterrupted_run(tmp_path):
+    X = _blobs(48)
+    kw = dict(epochs=6, batch_size=16, lr=3e-3, seed=2)
+    full = build_autoencoder("mlp", (1, 8, 8), 3, seed=0, hidden=(16,))
+    ref = train_autoencoder(full, X, **kw)
+
+    ckpt = tmp_path / "ae.ckpt"
+
+    def stop_after_3(rec):
+        if rec["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    part = build_autoencoder("mlp", (1, 8, 8), 3, seed=0, hidden=(16,))
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(part, X, checkpoint=ckpt, callback=stop_after_3, **kw)
+    assert ckpt.exists() and not list(tmp_path.glob("*.tmp"))
+    resumed = build_autoencoder("mlp", (1, 8, 8), 3, seed=0, hidden=(16,))
+    res = train_autoencoder(resumed, X, checkpoint=ckpt, **kw)
+    assert res.resumed_from == 3 and len(res.history) == 6
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+    assert res.best_val_loss == pytest.approx(ref.best_val_loss, rel=1e-6)
+    # a checkpoint from other settings is refused
+    with pytest.raises(ValueError, match="checkpoint"):
+        train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 3, seed=0, hidden=(16,)), X, checkpoint=ckpt, **{**kw, "lr": 1e-2})
+
+
+@pytest.mark.parametrize("kw,needle", [(dict(epochs=0), "epochs"), (dict(lr=-1.0), "lr"), (dict(batch_size=1.5), "batch_size")])
+def test_train_bad(kw, needle):
+    with pytest.raises(ValueError, match=needle):
+        train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2), _blobs(8), **kw)
+
+
+def test_mlp_conv_classes():
+    assert isinstance(build_autoencoder("mlp", (1, 16, 16), 2), MLPAutoencoder)
+    assert isinstance(build_autoencoder("conv", (1, 16, 16), 2), ConvAutoencoder)
+
+
+def test_finished_run_is_not_trained_further(tmp_path):
+    """A run that ended (here by the epoch cap) and is rerun with its checkpoint loads the best weights, no more epochs."""
+    X = _blobs(32)
+    kw = dict(epochs=3, batch_size=16, lr=3e-3, seed=0, checkpoint=tmp_path / "ae.ckpt")
+    a = build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,))
+    r1 = train_autoencoder(a, X, **kw)
+    b = build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,))
+    r2 = train_autoencoder(b, X, **kw)
+    assert r2.resumed_from == 3 and len(r2.history) == len(r1.history) == 3
+    for p, q in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(p, q)

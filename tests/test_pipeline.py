@@ -1,0 +1,116 @@
+"""AEOT end to end on a small slice of digits: shapes, normalisation, sampling rules, persistence, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brenier import NotFittedError
+from brenier.datasets import load
+from brenier.pipeline import AEOT
+
+torch.set_num_threads(1)
+
+SMALL = dict(latent_dim=4, epochs=15, batch_size=32, lr=1e-2, patience=5, ot_tol=0.1, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load("digits", limit=300)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return AEOT(**SMALL).fit(data[0])
+
+
+def test_fit_attributes(model, data):
+    X, _ = data
+    assert model.image_shape_ == (1, 8, 8) and model.autoencoder_.kind == "mlp"
+    assert model.codes_.shape == (300, 4) and model.codes_.dtype == np.float64
+    # normalisation: centred, farthest code on the unit sphere, all inside the source's unit ball
+    norms = np.linalg.norm(model.codes_, axis=1)
+    assert norms.max() == pytest.approx(1.0) and np.allclose(model.codes_.mean(0), 0, atol=1e-9)
+    assert model.ot_.source_.dim == 4 and model.ot_.converged_ and model.ot_.tv_error_ <= 0.1
+    assert model.train_history_ and model.train_history_[-1]["val_loss"] < model.train_history_[0]["val_loss"]
+    assert set(model.timings_) >= {"autoencoder_s", "ot_s"}
+    ss = model.singular_set_
+    assert ss is not None and len(np.asarray(ss.modes)) == 300 and ss.n_modes >= 1
+
+
+def test_encode_normalise_round_trip(model, data):
+    X, _ = data
+    z = model.encode(X[:10])
+    assert isinstance(z, np.ndarray) and z.shape == (10, 4)
+    np.testing.assert_allclose(model.normalise(z), model.codes_[:10], atol=1e-5)
+    np.testing.assert_allclose(model.denormalise(model.normalise(z)), z, atol=1e-9)
+    Xr = model.decode(z)
+    assert Xr.shape == (10, 1, 8, 8) and Xr.min() >= 0 and Xr.max() <= 1
+    # the autoencoder reconstructs better than the mean image
+    assert np.mean((Xr - X[:10]) ** 2) < 0.6 * np.mean((X.mean(0) - X[:10]) ** 2)
+    zt = model.encode(torch.from_numpy(X[:3]))
+    assert isinstance(zt, torch.Tensor) and isinstance(model.decode(zt), torch.Tensor)
+
+
+def test_sample_rules_and_seed(model):
+    a, ya = model.sample(50, seed=3, return_codes=True)
+    assert a.shape == (50, 1, 8, 8) and a.min() >= 0 and a.max() <= 1 and ya.shape == (50, 4)
+    np.testing.assert_array_equal(a, model.sample(50, seed=3))              # same seed, same images
+    assert not np.array_equal(a, model.sample(50, seed=4))
+    b = model.sample(50, seed=3, boundary="ignore")
+    assert b.shape == a.shape
+    # new codes: interpolations, not copies of the training codes, and inside the unit ball
+    d = np.linalg.norm(ya[:, None, :] - model.codes_[None], axis=2).min(axis=1)
+    assert np.median(d) > 1e-6 and np.linalg.norm(ya, axis=1).max() <= 1 + 1e-9
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save(tmp_path / "run")
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+    m2 = AEOT.load(tmp_path / "run", device="cpu")
+    np.testing.assert_array_equal(m2.codes_, model.codes_)
+    np.testing.assert_array_equal(m2.sample(20, seed=1), model.sample(20, seed=1))
+    assert m2.train_info_ == model.train_info_ and m2.image_shape_ == model.image_shape_
+    with pytest.raises(FileNotFoundError, match="saved AEOT"):
+        AEOT.load(tmp_path / "nothing")
+
+
+def test_bad_input(model, data):
+    X, _ = data
+    with pytest.raises(ValueError, match="X"):
+        model.encode(X[:, 0])                                   # (n, H, W)
+    with pytest.raises(ValueError, match="shape"):
+        model.encode(np.zeros((2, 1, 9, 9), np.float32))        # not the training size
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.encode(X[:2] * 3)
+    with pytest.raises(ValueError, match="NaN"):
+        model.encode(np.full((2, 1, 8, 8), np.nan, np.float32))
+    with pytest.raises(ValueError, match="n"):
+        model.sample(0)
+    with pytest.raises(ValueError, match="boundary"):
+        model.sample(5, boundary="maybe")
+    with pytest.raises(ValueError, match="z"):
+        model.decode(np.zeros((2, 5)))
+    with pytest.raises(NotFittedError):
+        AEOT().sample(3)
+    for kw, needle in ((dict(latent_dim=0), "latent_dim"), (dict(autoencoder="gan"), "autoencoder"),
+                       (dict(source="sphere"), "source"), (dict(ot_tol=-1), "ot_tol"), (dict(seed=-1), "seed"),
+                       (dict(max_codes=1), "max_codes")):
+        with pytest.raises(ValueError, match=needle):
+            AEOT(**kw).fit(X)
+    with pytest.raises(TypeError, match="X"):
+        AEOT().fit(np.array([["a"]]))
+
+
+def test_conv_color_frames_and_max_codes():
+    """The same API on (n, 3, 16, 16) images in [0, 1] (conv autoencoder) and a subset of codes for OT."""
+    g = np.random.default_rng(0)
+    X = np.zeros((60, 3, 16, 16), np.float32)
+    for k in range(60):
+        r, c = g.integers(0, 12, 2)
+        X[k, k % 3, r:r + 4, c:c + 4] = 1.0
+    m = AEOT(latent_dim=3, epochs=3, batch_size=32, ot_tol=0.1, device="cpu", seed=1, max_codes=40,
+             ae_options=dict(channels=(4, 8), hidden=16)).fit(X)
+    assert m.autoencoder_.kind == "conv" and m.codes_.shape == (40, 3) and len(m.code_index_) == 40
+    assert m.sample(7, seed=0).shape == (7, 3, 16, 16)

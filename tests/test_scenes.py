@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from brenier.datasets.scenes import critical_events, glass_critical_angle, occlusion_scenes, tilting_glass
+
+
+def test_occlusion_ground_truth():
+    S = occlusion_scenes(6, 32, seed=0)
+    assert S.frames.shape == (6, 32, 1, 32, 32) and S.frames.dtype == np.float32
+    assert S.frames.min() >= 0 and S.frames.max() <= 1
+    R, r = S.radii[0], S.radii[1]
+    d = np.linalg.norm(S.centres[:, :, 1:] - S.centres[:, :, :1], axis=3)
+    np.testing.assert_array_equal(S.count, 4 - (d <= R - r).sum(axis=2))
+    np.testing.assert_array_equal(S.critical, ((d > R - r) & (d <= R + r + 0.5)).any(axis=2))
+    for t in range(6):
+        assert S.count[t, 0] == 4 and S.count[t, -1] == 4 and (S.count[t] == 3).any()  # 4 → 3 → 4
+        # every change of the count sits next to a critical frame
+        for k in np.flatnonzero(np.diff(S.count[t])):
+            assert S.critical[t, max(k - 1, 0):k + 3].any()
+        assert len(critical_events(S.critical[t])) >= 2
+    assert len(S.stable_frames()) == int((~S.critical).sum())
+
+
+def test_occlusion_pixels_show_the_hidden_disc_disappear():
+    S = occlusion_scenes(2, 32, seed=4)
+    t = 0
+    grey = ((S.frames[t, :, 0] > 0.4) & (S.frames[t, :, 0] < 0.7)).sum(axis=(1, 2))
+    four, three = grey[S.count[t] == 4].mean(), grey[S.count[t] == 3].mean()
+    assert three < four  # a hidden disc leaves fewer grey pixels
+
+
+def test_occlusion_seeded():
+    a, b = occlusion_scenes(2, 32, seed=3), occlusion_scenes(2, 32, seed=3)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    with pytest.raises(ValueError, match="n_frames"):
+        occlusion_scenes(1, 6)  # too short a path to pass a disc and leave it
+
+
+def test_glass_critical_angle_and_state():
+    assert glass_critical_angle(10.0, 5.0, 0.75) == pytest.approx(np.degrees(np.arctan(1.0)))
+    G = tilting_glass(3, 40, seed=0)
+    assert G.frames.shape == (3, 40, 1, 32, 32)
+    for t in range(3):
+        np.testing.assert_array_equal(G.state[t], (G.angle[t] > G.critical_angle[t]).astype(int))
+        np.testing.assert_array_equal(G.critical[t], np.abs(G.angle[t] - G.critical_angle[t]) <= 2.0)
+        # the liquid stays in the glass until the critical angle: nothing on the table left of the glass
+        before, after = G.frames[t][G.state[t] == 0], G.frames[t][G.angle[t] > G.critical_angle[t] + 5]
+        assert len(before) and len(after)
+        assert after.sum() != pytest.approx(before[-1].sum())
+
+
+def test_critical_events():
+    assert critical_events(np.array([0, 1, 1, 0, 1], bool)) == [(1, 2), (4, 4)]
+    assert critical_events(np.zeros(3, bool)) == []
+
+
+@pytest.mark.parametrize("kw, arg", [({"n_trajectories": 0}, "n_trajectories"), ({"n_frames": 1}, "n_frames"),
+                                     ({"small_radius": 6.0}, "small_radius"), ({"seed": -2}, "seed")])
+def test_bad_input(kw, arg):
+    args = {"n_trajectories": 1, "n_frames": 8} | kw
+    with pytest.raises(ValueError, match=arg):
+        occlusion_scenes(**args)
