@@ -1,0 +1,131 @@
+"""Baselines: the registry, each model on a case with a known answer, DDPM/DDIM formulas, inputs."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from brenier import NotFittedError
+from brenier.baselines import BASELINES, Baseline, make_baseline
+from brenier.baselines.ddpm import Schedule, timestep_embedding
+from brenier.datasets import toy
+
+
+def test_registry_and_unknown_name():
+    assert list(BASELINES)[:6] == ["ot", "ot-ignore", "ddpm", "ddim", "gmm", "gaussian"]
+    assert all(issubclass(c, Baseline) for c in BASELINES.values())
+    with pytest.raises(ValueError, match="model: unknown baseline 'vae'"):
+        make_baseline("vae")
+
+
+def test_inputs_are_validated():
+    g = make_baseline("gaussian")
+    with pytest.raises(NotFittedError):
+        g.sample(3)
+    with pytest.raises(ValueError, match="codes"):
+        g.fit(np.array([[0.0, np.nan], [1.0, 2.0]]))
+    g.fit(np.random.default_rng(0).normal(size=(20, 2)))
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="n:"):
+            g.sample(bad)
+    with pytest.raises(ValueError, match="seed"):
+        g.sample(3, seed=-1)
+    with pytest.raises(ValueError, match="sampler"):
+        make_baseline("ddpm", sampler="euler").fit(np.zeros((4, 2)) + np.arange(4)[:, None])
+    with pytest.raises(ValueError, match="boundary"):
+        make_baseline("ot", boundary="maybe").fit(toy("ring8", 50, seed=0).points)
+
+
+def test_gaussian_moments_and_determinism():
+    rng = np.random.default_rng(1)
+    cov = np.array([[2.0, 0.6], [0.6, 0.5]])
+    x = rng.multivariate_normal([1.0, -2.0], cov, size=4000)
+    g = make_baseline("gaussian", seed=3).fit(torch.as_tensor(x))
+    assert np.allclose(g.mean_, x.mean(0)) and np.allclose(g.covariance_, np.cov(x, rowvar=False))
+    s = g.sample(20000, seed=5)
+    assert s.shape == (20000, 2) and s.dtype == np.float64
+    assert np.allclose(s.mean(0), [1.0, -2.0], atol=0.05)
+    assert np.allclose(np.cov(s, rowvar=False), cov, atol=0.08)
+    assert np.array_equal(s, g.sample(20000, seed=5)) and not np.array_equal(s, g.sample(20000, seed=6))
+    json.dumps(g.info())
+
+
+def test_gmm_picks_the_true_number_of_blobs_by_bic():
+    rng = np.random.default_rng(2)
+    centers = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    x = np.concatenate([c + 0.3 * rng.normal(size=(200, 2)) for c in centers])
+    gm = make_baseline("gmm", seed=0, max_components=6, patience=2).fit(x)
+    assert gm.n_components_ == 3
+    s = gm.sample(3000, seed=0)
+    d = np.linalg.norm(s[:, None, :] - centers[None], axis=2).min(1)
+    assert np.mean(d < 1.5) > 0.99
+    info = gm.info()
+    assert info["n_components"] == 3 and min(info["bic"], key=info["bic"].get) == "3"
+    json.dumps(info)
+
+
+def test_ot_respects_the_support_and_reuses_a_fitted_map():
+    data = toy("ring8", 200, seed=0)
+    ot = make_baseline("ot", seed=0, device="cpu").fit(data.points)
+    s = ot.sample(2000, seed=1)
+    assert s.shape == (2000, 2)
+    assert np.mean(data.component(s) < 0) == 0.0  # never between the disks
+    assert np.array_equal(s, ot.sample(2000, seed=1))
+    info = ot.info()
+    assert info["method"] == "exact" and info["converged"] and info["boundary"] == "respect"
+    json.dumps(info)
+    # ot-ignore reusing the same fitted map (in its own, standardised frame)
+    y = (data.points - ot.shift_) / ot.scale_
+    ign = make_baseline("ot-ignore", seed=0, ot=ot.ot_).fit(y)
+    assert ign.ot_ is ot.ot_ and ign.boundary == "ignore"
+    assert ign.sample(10, seed=0).shape == (10, 2)
+    # one fit, two boundary rules: the copy keeps the frame (shift, scale) and the map
+    ign2 = ot.with_boundary("ignore")
+    assert ign2.name == "ot-ignore" and ign2.ot_ is ot.ot_ and ot.boundary == "respect"
+    assert np.allclose(ign2.sample(10, seed=0), ign.sample(10, seed=0) * ot.scale_ + ot.shift_)
+    with pytest.raises(ValueError, match="boundary"):
+        ot.with_boundary("sometimes")
+
+
+def test_ddpm_schedule_formulas():
+    s = Schedule(1000)
+    assert s.betas[0].item() == pytest.approx(1e-4) and s.betas[-1].item() == pytest.approx(0.02)
+    ab = torch.cumprod(1 - s.betas, 0)
+    assert torch.allclose(s.alpha_bars, ab)
+    assert s.posterior_var[0].item() == 0.0  # beta~_1 = beta_1 (1 - 1) / (1 - abar_1)
+    t = 500
+    assert s.posterior_var[t].item() == pytest.approx((s.betas[t] * (1 - ab[t - 1]) / (1 - ab[t])).item())
+    x0, eps = torch.ones(2, 3, dtype=torch.float64), torch.full((2, 3), 2.0, dtype=torch.float64)
+    xt = s.noise(x0, torch.tensor([0, t]), eps)
+    assert torch.allclose(xt[1], ab[t].sqrt() + 2 * (1 - ab[t]).sqrt())
+    # fewer steps keep the same total noise level: abar_T is about as small
+    assert Schedule(200).alpha_bars[-1].item() < 1e-3 and s.alpha_bars[-1].item() < 1e-3
+    e = timestep_embedding(torch.tensor([0, 7]), 8)
+    assert e.shape == (2, 8) and torch.allclose(e[0], torch.tensor([1.0] * 4 + [0.0] * 4))
+    with pytest.raises(ValueError, match="timesteps"):
+        Schedule(1)
+
+
+def test_ddpm_and_ddim_learn_a_one_dimensional_gaussian():
+    """Codes ~ N(3, 0.5^2): the standardised data is N(0, 1), which a DDPM reproduces exactly
+    with ε_θ = x_t·sqrt(1 − ᾱ_t) (learnable by the MLP); samples must have mean 3, std 0.5,
+    with ancestral sampling and with DDIM on the same trained denoiser."""
+    torch.set_num_threads(1)
+    x = 3.0 + 0.5 * np.random.default_rng(3).normal(size=(2000, 1))
+    m = make_baseline("ddpm", seed=0, steps=300, batch_size=256, hidden=32, depth=2,
+                      timesteps=100, device="cpu").fit(x)
+    ddim = m.with_sampler("ddim", 20)
+    assert ddim.name == "ddim" and ddim.net_ is m.net_ and m.sampler == "ancestral"
+    for model, steps in ((m, 100), (ddim, 20)):
+        s = model.sample(2000, seed=0)
+        assert abs(s.mean() - 3.0) < 0.08 and abs(s.std() - 0.5) < 0.08
+        assert np.array_equal(s[:5], model.sample(2000, seed=0)[:5])
+        info = model.info()
+        assert info["sample_steps"] == steps
+        json.dumps(info)
+    losses = [v for _, v in m.loss_curve_]
+    assert losses[-1] < losses[0] and math.isfinite(m.final_loss_)
+    with pytest.raises(NotFittedError):
+        make_baseline("ddpm").with_sampler("ddim")
