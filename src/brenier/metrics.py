@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from ._array import as_points
+
 __all__ = [
     "off_support_rate", "mode_counts", "modes_hit", "mode_kl", "novelty", "energy_distance",
     "sliced_wasserstein", "toy_metrics", "mode_mixture_rate", "confident_share", "class_histogram_kl",
@@ -49,21 +51,10 @@ _BLOCK = 4_000_000
 
 # ------------------------------------------------------------------ input helpers
 def _points(x: Any, name: str, dim: int | None = None, min_rows: int = 1) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x)
-    if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-        raise TypeError(f"{name}: expected an array of numbers, got dtype {a.dtype}")
-    if a.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D array (M, d), got shape {a.shape}")
-    if a.shape[0] < min_rows:
-        raise ValueError(f"{name}: expected at least {min_rows} row(s), got {a.shape[0]}")
-    if dim is not None and a.shape[1] != dim:
-        raise ValueError(f"{name}: expected dimension {dim}, got {a.shape[1]}")
-    a = a.astype(np.float64, copy=False)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name}: {int((~np.isfinite(a)).any(axis=1).sum())} row(s) contain NaN or infinite values")
-    return a
+    """Finite (M, d) float64 points: the package's shared check (``_array.as_points``), as NumPy."""
+    if np.ndim(x) != 2:  # as_points would take a single (d,) point; metrics want a set of points
+        raise ValueError(f"{name}: expected a 2-D array (M, d), got shape {np.shape(x)}")
+    return as_points(x, name, dim=dim, min_rows=min_rows).cpu().numpy()
 
 
 def _labels(x: Any, name: str) -> np.ndarray:
