@@ -262,3 +262,20 @@ def test_plot_transport_2d_polygon_with_hole(tmp_path):
     # continuous: close points, close colours
     d = position_colors(y + 1e-6, reference=y)
     assert np.abs(c - d).max() < 1e-3
+
+
+# ---------------------------------------------------------------- brenier critical
+def test_critical_command_end_to_end(tmp_path):
+    """A deliberately tiny fit: every output is written, the walk stays in one mode, and the
+    three decoded paths (walk, diffusion-latent interpolation, straight interpolation) are recorded."""
+    out = tmp_path / "crit"
+    result = invoke("critical", "--data", "occlusion", "--train", "4", "--epochs", "2", "--latent", "2",
+                    "--diffusion-steps", "20", "--out", out, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for f in ("filmstrip.png", "score.png", "walk.png"):
+        assert (out / f).read_bytes().startswith(PNG_MAGIC), f
+    s = json.loads((out / "summary.json").read_text())
+    assert len(set(s["reflect_walk_modes"])) == 1
+    assert len(s["diffusion_interpolation_modes"]) == len(s["interpolation_modes"]) == 16
+    assert s["diffusion"]["train_steps"] == 20 and 0 <= s["heldout"]["precision"] <= 1
+    assert "diffusion interpolation" in result.output

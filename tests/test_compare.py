@@ -36,6 +36,10 @@ def test_inputs_are_validated(tmp_path):
         C.compare("ring8", n_samples=3)
     with pytest.raises(FileNotFoundError):
         C.compare("no-such-data-set", models="gaussian", seeds=[0])
+    with pytest.raises(TypeError, match="aeot: expected a fitted"):
+        C.compare("digits", models="gaussian", seeds=[0], aeot=object())
+    with pytest.raises(ValueError, match="images: X has 3 rows but y has 2"):
+        C.compare("digits", models="gaussian", seeds=[0], images=(np.zeros((3, 1, 8, 8)), np.zeros(2)))
 
 
 def test_toy_comparison_writes_files_and_finds_the_known_ordering(tmp_path):

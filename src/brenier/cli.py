@@ -466,14 +466,35 @@ def _score_rows(m: dict[str, Any]) -> list[tuple[str, str | Text]]:
     return rows
 
 
-def _evaluate_and_report(model, X, y, out: Path, n_samples: int, seed: int, data: str):
+def _evaluate_and_report(model, X, y, out: Path, n_samples: int, seed: int, data: str, compare_models: str = ""):
     from .report import build_report, evaluate_run
 
     con = _out()
     m = _user_errors(lambda: evaluate_run(model, X, y, out, n_samples=n_samples, seed=seed, data_name=data,
                                           log=lambda s: con.print(Text(f"  {s}", style="dim"))))
+    if compare_models and y is None:
+        con.print(Text("  comparison skipped: these images have no labels to score blends with", style="yellow"))
+    elif compare_models:
+        _demo_compare(model, X, y, out / "compare", compare_models, seed, data)
     html = _user_errors(lambda: build_report(out))
     return m, html
+
+
+def _demo_compare(model, X, y, out: Path, models: str, seed: int, data: str) -> None:
+    """The other generators fitted to this run's own codes (one seed), for the report's section 6."""
+    from .compare import compare
+
+    con = _out()
+    t0 = time.perf_counter()
+    con.print(Text(f"  comparing with {models.replace(',', ', ')} on the same codes (seed {seed}) ...", style="dim"))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta")
+        res = _user_errors(lambda: compare(data, models=models, seeds=[seed], out=out, aeot=model, images=(X, y),
+                                           n_samples=1000, device=str(model.device_) if hasattr(model, "device_") else "auto",
+                                           progress=False))
+    s = res["summary"]
+    parts = [f"{k} {s[k]['mode_mixture']['mean']:.3f}" for k in res["models"] if "mode_mixture" in s.get(k, {})]
+    con.print(Text(f"  mode-mixture rate: {', '.join(parts)}  ({time.perf_counter() - t0:.0f} s)", style="dim"))
 
 
 @app.command("demo")
@@ -489,10 +510,13 @@ def demo_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random draw."),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="auto: CUDA if available."),
     threads: int = typer.Option(1, "--threads", min=0, help="CPU threads for torch (0: torch's default). The digits nets are tiny: 1 thread is as fast, and far faster on a busy machine."),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also fit the baselines (diffusion, GMM, Gaussian, OT without the singular-set rule) to the same codes and add the comparison to the report (about a minute)."),
+    compare_models: str = typer.Option("ot,ot-ignore,ddpm,gmm,gaussian", "--compare-models", help="Models of the comparison."),
 ) -> None:
     """Built-in example, the main job: fit AEOT (autoencoder + latent OT) on digits, sample, evaluate, write report.html."""
     _set_threads(threads)
-    _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol, seed, device, title="brenier demo")
+    _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol, seed, device, title="brenier demo",
+             compare_models=compare_models if compare else "")
 
 
 @app.command("fit")
@@ -528,7 +552,7 @@ def fit_command(
     con.print(_table("AEOT fit", rows))
 
 
-def _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol, seed, device, title) -> None:
+def _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol, seed, device, title, compare_models="") -> None:
     from ._io import write_json
 
     t0 = time.perf_counter()
@@ -539,7 +563,7 @@ def _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol,
     model = _fit_aeot(X, out, latent_dim=latent_dim, epochs=epochs, seed=seed, device=device.value, max_codes=max_codes,
                       ot_tol=ot_tol, checkpoint=True, max_train_minutes=None)
     write_json(out / _RUN_FILE, {"data": data, "limit": limit, "n_images": int(len(X)), "brenier_version": __version__})
-    m, html = _evaluate_and_report(model, X, y, out, n_samples, seed, data)
+    m, html = _evaluate_and_report(model, X, y, out, n_samples, seed, data, compare_models)
     total = time.perf_counter() - t0
     rows = [("data", f"{data}: {len(X):,} images {tuple(X.shape[1:])}"), *_fit_rows(model), *_score_rows(m),
             ("time", f"total {total:.1f} s"),
@@ -766,6 +790,7 @@ def critical_command(
     epochs: int = typer.Option(40, "--epochs", min=1, help="Autoencoder epochs of a new model."),
     max_train_time: float = typer.Option(150.0, "--max-train-time", help="Cap on the autoencoder's training time (s)."),
     threshold: float = typer.Option(3.0, "--threshold", help="Score above which a frame is critical (distance to the stable codes / their median neighbour distance)."),
+    diffusion_steps: int = typer.Option(2000, "--diffusion-steps", min=1, help="Training steps of the DDPM whose latent interpolation is shown beside the walk."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data, the model and the walk."),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where the model computes."),
 ) -> None:
@@ -837,11 +862,22 @@ def critical_command(
     s = np.linspace(0.0, 1.0, n_frames)[:, None]
     y_line = (1 - s) * codes[a] + s * codes[b]
     m_line = labels(y_line)
+    # the diffusion model's own interpolation between the same two codes: a DDPM fitted to the
+    # codes, both ends inverted to its Gaussian latent by DDIM, slerp there, decoded by DDIM
+    from .baselines.ddpm import DDPMBaseline
+
+    t_dm = time.perf_counter()
+    con.print(Text(f"  fitting a DDPM on the {len(codes):,} codes for the diffusion-latent interpolation ({diffusion_steps} steps)", style="dim"))
+    ddpm = DDPMBaseline(seed=seed, steps=diffusion_steps, hidden=128, batch_size=256, device=device.value).fit(codes)
+    y_diff = ddpm.interpolate(codes[a], codes[b], n_frames)
+    m_diff = labels(y_diff)
+    dm_s = time.perf_counter() - t_dm
     dec = lambda y: np.asarray(model.decode(np.asarray(model.denormalise(y))))
-    f_walk, f_line = dec(y_walk), dec(y_line)
+    f_walk, f_line, f_diff = dec(y_walk), dec(y_line), dec(y_diff)
     cap = (lambda f, m: [f"m{mm} n{c}" + ("!" if k and (mm != m[k - 1]) else "") for k, (mm, c) in enumerate(zip(m, count_discs(f)))]) \
         if data is ProcessKind.occlusion else (lambda f, m: [f"m{mm}" + ("!" if k and mm != m[k - 1] else "") for k, mm in enumerate(m)])
     plot_paths(out / "walk.png", [("reflect_walk\n(OT, respects\nthe singular set)", f_walk, cap(f_walk, m_walk)),
+                                  ("diffusion-latent\ninterpolation\n(DDIM slerp)", f_diff, cap(f_diff, m_diff)),
                                   ("straight latent\ninterpolation", f_line, cap(f_line, m_line))],
                title="generated paths, decoded — m: mode of the code, n: visible discs read off the pixels, !: mode jump")
     summary = {
@@ -851,6 +887,8 @@ def critical_command(
         "step_size_alternative": {"threshold": 1.5, **alt, "precision": aprec, "recall": arec},
         "trajectory0": {"reported": r0.indices.tolist(), "truth": np.flatnonzero(te.critical[0]).tolist(), "score": r0.score.tolist()},
         "reflect_walk_modes": m_walk.tolist(), "interpolation_modes": m_line.tolist(),
+        "diffusion_interpolation_modes": m_diff.tolist(), "diffusion": {"train_steps": diffusion_steps, "time_s": round(dm_s, 2),
+                                                                          "final_loss": ddpm.final_loss_},
         "time_s": round(time.perf_counter() - t0, 2), "fit_or_load_s": round(fit_s, 2), "seed": seed,
     }
     write_json(out / "summary.json", summary)
@@ -860,7 +898,8 @@ def critical_command(
         ("critical_frames", f"precision {prec:.2f}, recall {rec:.2f} (±2 frames; {tot['n_detected']} frames reported)"),
         ("latent step > 1.5× median", f"precision {_fmt(aprec if alt['n_detected'] else None, '.2f')}, recall {arec:.2f} ({alt['n_detected']} frames reported)"),
         ("reflect_walk", f"{len(set(m_walk.tolist()))} mode(s) along {n_frames} frames"),
-        ("interpolation", f"{int((m_line[1:] != m_line[:-1]).sum())} mode jump(s)"),
+        ("diffusion interpolation", f"{int((m_diff[1:] != m_diff[:-1]).sum())} mode jump(s) (DDIM inversion + slerp, DDPM fit {dm_s:.0f} s)"),
+        ("straight interpolation", f"{int((m_line[1:] != m_line[:-1]).sum())} mode jump(s)"),
         ("time", f"{summary['time_s']:.1f} s"),
         ("saved", f"{out}/  filmstrip.png, score.png, walk.png, summary.json" + ("" if model_dir else ", model/")),
     ]

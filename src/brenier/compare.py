@@ -284,11 +284,11 @@ def _decode(aeot, codes: np.ndarray) -> np.ndarray:
     return imgs.astype(np.float64)
 
 
-def _compare_images(data, models, seeds, n_samples, device, progress, params, aeot_params, out):
+def _compare_images(data, models, seeds, n_samples, device, progress, params, aeot_params, out, given=None, images=None):
     from .datasets import load
     from .metrics import FeatureClassifier, image_metrics, novelty
 
-    X, y = load(data)
+    X, y = load(data) if images is None else images
     if y is None:
         raise ValueError(f"data: {data!r} has no labels; image metrics need a labelled data set")
     tr, ho = _stratified_split(y, len(X), 0.2, 0)
@@ -305,7 +305,7 @@ def _compare_images(data, models, seeds, n_samples, device, progress, params, ae
         for s in seeds:
             step(f"AEOT seed {s}")
             t0 = time.perf_counter()
-            aeot = _fit_aeot(Xtr, s, device, False, aeot_params)
+            aeot = given if given is not None else _fit_aeot(Xtr, s, device, False, aeot_params)
             aeot_time = time.perf_counter() - t0
             codes = np.asarray(aeot.codes_.detach().cpu().numpy() if hasattr(aeot.codes_, "detach") else aeot.codes_,
                                dtype=np.float64)
@@ -443,6 +443,8 @@ def compare(
     progress: bool = True,
     params: dict[str, dict[str, Any]] | None = None,
     aeot_params: dict[str, Any] | None = None,
+    aeot: Any = None,
+    images: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit every model in ``models`` to the same codes for each seed and score its samples.
 
@@ -453,6 +455,10 @@ def compare(
     params : per-model constructor overrides, e.g. ``{"ddpm": {"steps": 2000}}``; defaults for the
         diffusion model: ``DDPM_TOY`` / ``DDPM_IMAGES``.
     aeot_params : images only: keyword arguments for ``AEOT`` (e.g. ``latent_dim``).
+    aeot : images only: an already fitted ``AEOT`` whose codes, OT map and decoder every seed
+        reuses (no autoencoder is trained; ``brenier demo`` compares on its own model). It was
+        then trained on the held-out images too, which only makes its own scores kinder.
+    images : images only: (X (n, C, H, W), y (n,) int labels) instead of ``load(data)``.
 
     Returns {"data", "kind", "models", "seeds", "runs" (one row per model and seed), "summary"
     (mean/std per model and metric), "settings" (each model's ``info()`` per seed), "table"
@@ -480,8 +486,16 @@ def compare(
         runs, infos, extra = _compare_toy(data, models, seeds, n_train, n_heldout, n_samples, device, progress, params)
         columns = TOY_COLUMNS
     else:
+        if aeot is not None and not all(hasattr(aeot, a) for a in ("codes_", "ot_", "decode")):
+            raise TypeError(f"aeot: expected a fitted brenier.pipeline.AEOT, got {type(aeot).__name__}")
+        if images is not None:
+            if not (isinstance(images, (tuple, list)) and len(images) == 2):
+                raise TypeError("images: expected a pair (X, y)")
+            images = (np.asarray(images[0]), None if images[1] is None else np.asarray(images[1]))
+            if images[1] is not None and len(images[0]) != len(images[1]):
+                raise ValueError(f"images: X has {len(images[0])} rows but y has {len(images[1])}")
         runs, infos, extra = _compare_images(data, models, seeds, n_samples, device, progress, params,
-                                             dict(aeot_params or {}), outp)
+                                             dict(aeot_params or {}), outp, given=aeot, images=images)
         columns = IMAGE_COLUMNS
     summary = summarise(runs)
     order = [m for m in summary if m.startswith("real")] + models
@@ -493,6 +507,7 @@ def compare(
     }
     if kind == "images":
         result["classifier"] = extra["classifier"]
+        result["aeot"] = "given (fitted on all images)" if aeot is not None else "one per seed, fitted on the training split"
     if outp is not None:
         files = result["files"]
         if kind == "toy":
@@ -554,6 +569,9 @@ def _markdown(result: dict[str, Any]) -> str:
              f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), mean ± std over seeds; "
              f"{result['n_samples']} samples per model and seed; total time {result['time_s']} s.", "",
              result["table"], "", verdict(result), ""]
+    if result.get("aeot", "").startswith("given"):
+        lines += ["All models fit the codes of this run's autoencoder (trained on all images, the held-out "
+                  "reference included).", ""]
     if "classifier" in result:
         c = result["classifier"]
         lines += [f"Scoring classifier: MLP {c['hidden']}, train accuracy {c['train_accuracy']:.3f}, "

@@ -11,7 +11,7 @@ Sections of the report: 1. training curves (autoencoder losses, OT total-variati
 3. 100 generated images with ``boundary="respect"`` beside 100 with ``boundary="ignore"``;
 4. generated images above their nearest training image; 5. the metrics table. Other modules add
 sections with ``build_report(run_dir, extra_sections=[Section(...)])``, or by dropping
-``compare.md`` (+ optional ``compare*.png``) in the run folder: it is shown as a "Comparison"
+``compare.md`` (+ the PNGs it links) in the run folder or in ``RUN/compare/``: it is shown as a "Comparison"
 section (Markdown tables and paragraphs rendered; images referenced from it are embedded).
 """
 
@@ -490,9 +490,11 @@ def build_report(run_dir: str | Path, *, extra_sections: list[Section] | None = 
             body += [_figure(run_dir / f, FIGURES[f]) for f in present]
     body.append("<h2>5. Metrics</h2>")
     body.append(_metrics_html(m))
-    if (run_dir / "compare.md").is_file():
-        body.append("<h2>Comparison with other latent generators</h2>")
-        body.append(_markdown((run_dir / "compare.md").read_text(), run_dir))
+    for cdir in (run_dir, run_dir / "compare"):  # `brenier demo` writes its comparison to RUN/compare/
+        if (cdir / "compare.md").is_file():
+            body.append("<h2>6. Comparison with other generators of the same latent codes</h2>")
+            body.append(_markdown((cdir / "compare.md").read_text(), cdir))
+            break
     for s in extra_sections or []:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         body.append(s.html)

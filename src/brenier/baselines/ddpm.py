@@ -222,11 +222,71 @@ class DDPMBaseline(Baseline):
                     if t > 0:
                         x = x + pv[t].sqrt() * torch.randn(n, self.dim_, generator=gen).to(dev)
                 else:
-                    x0 = (x - (1.0 - ab[t]).sqrt() * eps) / ab[t].sqrt()
-                    t_prev = steps[i + 1] if i + 1 < len(steps) else None
-                    x = x0 if t_prev is None else ab[t_prev].sqrt() * x0 + (1.0 - ab[t_prev]).sqrt() * eps
+                    x = self._ddim_step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else None, ab)
                 bar(i + 1)
         return x.double().cpu().numpy() * self.std_ + self.mean_
+
+    @staticmethod
+    def _ddim_step(x: torch.Tensor, eps: torch.Tensor, t: int, t_next: int | None, ab: torch.Tensor) -> torch.Tensor:
+        """One η = 0 DDIM move from step t to step t_next (earlier or later; None: to x̂_0)."""
+        x0 = (x - (1.0 - ab[t]).sqrt() * eps) / ab[t].sqrt()
+        return x0 if t_next is None else ab[t_next].sqrt() * x0 + (1.0 - ab[t_next]).sqrt() * eps
+
+    def _ddim_grid(self, steps: int | None) -> list[int]:
+        k = self.sample_steps if steps is None else steps
+        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+            raise ValueError(f"steps: expected an integer ≥ 2, got {k!r}")
+        return np.unique(np.linspace(0, self.schedule_.T - 1, k).round().astype(int)).tolist()
+
+    @torch.no_grad()
+    def invert(self, codes: Any, steps: int | None = None) -> np.ndarray:
+        """DDIM inversion (Song et al. 2021, §4.3/5.4): the deterministic η = 0 ODE run from the
+        codes (n, d) up to step T − 1; returns the diffusion latents x_T (n, d), standardised
+        space. ``decode_latents`` maps them back (up to discretisation error)."""
+        self._check_fitted()
+        x = torch.as_tensor((np.asarray(codes, dtype=np.float64) - self.mean_) / self.std_, dtype=torch.float32,
+                            device=self.device_)
+        grid = self._ddim_grid(steps)
+        ab = self.schedule_.alpha_bars.to(self.device_, torch.float32)
+        for t, t_next in zip(grid[:-1], grid[1:]):
+            eps = self.net_(x, torch.full((len(x),), t, dtype=torch.int64, device=self.device_))
+            x = self._ddim_step(x, eps, t, t_next, ab)
+        return x.double().cpu().numpy()
+
+    @torch.no_grad()
+    def decode_latents(self, xT: Any, steps: int | None = None) -> np.ndarray:
+        """η = 0 DDIM sampling from given diffusion latents x_T (n, d) → codes (n, d)."""
+        self._check_fitted()
+        x = torch.as_tensor(np.asarray(xT, dtype=np.float64), dtype=torch.float32, device=self.device_)
+        grid = self._ddim_grid(steps)[::-1]
+        ab = self.schedule_.alpha_bars.to(self.device_, torch.float32)
+        for i, t in enumerate(grid):
+            eps = self.net_(x, torch.full((len(x),), t, dtype=torch.int64, device=self.device_))
+            x = self._ddim_step(x, eps, t, grid[i + 1] if i + 1 < len(grid) else None, ab)
+        return x.double().cpu().numpy() * self.std_ + self.mean_
+
+    def interpolate(self, a: Any, b: Any, n: int, steps: int | None = None) -> np.ndarray:
+        """The diffusion model's own interpolation between codes a (d,) and b (d,): invert both
+        to x_T, walk the great circle between them (spherical interpolation, as Song et al. 2021
+        §5.3 do, since x_T is Gaussian) and decode each point with DDIM. Returns (n, d) codes."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise ValueError(f"n: expected an integer ≥ 2, got {n!r}")
+        ends = np.stack([np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)])
+        za, zb = self.invert(ends, steps)
+        cos = float(np.dot(za, zb) / max(np.linalg.norm(za) * np.linalg.norm(zb), 1e-300))
+        theta = math.acos(min(1.0, max(-1.0, cos)))
+        s = np.linspace(0.0, 1.0, n)[:, None]
+        if theta < 1e-6:
+            z = (1 - s) * za + s * zb
+        else:
+            z = (np.sin((1 - s) * theta) * za + np.sin(s * theta) * zb) / math.sin(theta)
+        return self.decode_latents(z, steps)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "net_"):
+            from ..ot import NotFittedError
+
+            raise NotFittedError("this DDPM is not fitted yet: call fit(codes) first")
 
     def with_sampler(self, sampler: str, sample_steps: int | None = None) -> "DDPMBaseline":
         """A copy that shares this fitted denoiser but samples with ``sampler`` ("ancestral" or
