@@ -145,6 +145,7 @@ def main(argv=None) -> int:
         "critical_frames (default: auto modes)": (lambda z, th: ours(model, z, "auto", th), 3.0, np.arange(1.5, 4.01, 0.1)),
         "critical_frames, singular-set modes": (lambda z, th: ours(model, z, "singular", th), 3.0, np.arange(1.5, 4.01, 0.1)),
         "critical_frames, ε-graph modes": (lambda z, th: ours(model, z, "graph", th), 3.0, np.arange(1.5, 4.01, 0.1)),
+        "mode changes only (singular-set modes, no score)": (lambda z, th: ours(model, z, "singular", 1e12), float("inf"), [1e12]),
         "mode changes only (ε-graph, no score)": (lambda z, th: ours(model, z, "graph", 1e12), float("inf"), [1e12]),
         "score only (one mode)": (lambda z, th: ours(model, z, "singular", th) if S is not None and S.n_modes == 1 else None, 3.0, np.arange(1.5, 4.01, 0.1)),
         "latent step size (alternative)": (lambda z, th: steps(model, z, th), 1.5, np.arange(1.0, 3.01, 0.05)),
@@ -181,8 +182,15 @@ def main(argv=None) -> int:
     cnt = (tr.count if a.data == "occlusion" else tr.state)[~tr.critical][np.asarray(model.code_index_)]
     modes_info = {}
     if S is not None:
-        modes_info["singular"] = {"n_modes": int(S.n_modes), "n_facets": int(S.n_facets),
+        modes_info["singular"] = {"n_modes": int(S.n_modes), "n_facets": int(S.n_facets), "trusted": bool(S.trusted),
                                   "purity": _purity(np.asarray(S.mode_of(np.asarray(model.codes_))), cnt)}
+        # reproducibility: the same rule on adjacencies sampled with other seeds
+        from brenier.singular import singular_set
+
+        for s in (1, 2):
+            Ss = singular_set(model.ot_, seed=s)
+            modes_info[f"singular_seed{s}"] = {"n_modes": int(Ss.n_modes), "n_facets": int(Ss.n_facets),
+                                               "purity": _purity(np.asarray(Ss.mode_of(np.asarray(model.codes_))), cnt)}
     from brenier.critical import latent_modes
 
     gm = latent_modes(model.codes_)
@@ -201,6 +209,8 @@ def main(argv=None) -> int:
           f"fit {'reused' if fit_s is None else f'{fit_s:.0f} s'}; held-out: {a.test} trajectories, "
           f"{res['n_test_events']} critical events; tolerance ±{a.tol} frames")
     print("modes: " + "; ".join(f"{k}: {v['n_modes']} modes, state purity {v['purity']:.3f}" for k, v in modes_info.items()))
+    if S is not None:
+        print(f"critical_frames' default (auto) takes its modes from: {'the singular set' if S.trusted else 'the ε-graph'}")
     print("\n| method | threshold | precision | recall | calibrated threshold | precision | recall |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -142,3 +142,35 @@ def test_cli_critical_refuses_a_run_of_other_data(tiny_aeot, tmp_path):
     r = CliRunner().invoke(app, ["critical", "--data", "occlusion", "--out", str(tmp_path / "out"), "--model", str(path),
                                  "--train", "2"])
     assert r.exit_code == 2 and "other data" in r.output
+
+
+def test_auto_modes_follow_a_trusted_singular_set(fitted):
+    from brenier.critical import mode_of
+
+    model, _, te = fitted
+
+    class FakeS:
+        def __init__(self, trusted):
+            self.trusted, self.n_modes = trusted, 2
+
+        def mode_of(self, y):
+            return np.zeros(len(y), dtype=np.int64)
+
+    y = model.normalise(model.encode(te.frames[0]))
+    try:
+        model.singular_set_ = FakeS(True)
+        assert mode_of(model, y)[1] == "singular"
+        model.singular_set_ = FakeS(False)        # untrusted (e.g. a split that depends on the sampling)
+        assert mode_of(model, y)[1] == "graph"
+    finally:
+        model.singular_set_ = None
+
+
+def test_gap_pieces_separate_visible_counts(fitted):
+    from brenier.singular import gap_pieces
+
+    model, tr, _ = fitted
+    pieces, _ = gap_pieces(np.asarray(model.codes_, dtype=np.float64))
+    count = tr.count[~tr.critical]
+    purity = sum(np.bincount(count[pieces == m]).max() for m in np.unique(pieces)) / len(pieces)
+    assert 2 <= len(np.unique(pieces)) <= 10 and purity >= 0.95

@@ -198,3 +198,67 @@ def test_cli_figure(tmp_path):
     assert out.exists() and out.stat().st_size > 10_000 and "8 mode(s)" in r.output
     r = CliRunner().invoke(app, ["figure", "toy", "nope", "--out", str(out)])
     assert r.exit_code == 2 and "unknown toy set" in r.output
+
+
+# ------------------------------------------------------------------ gaps bridged by the kNN graph
+def _segments(n_per: int = 100, gap: float = 5.0, d: int = 4, seed: int = 0):
+    """Three pieces of one curve in R^d, point spacing h = 0.01, separated by gaps of ``gap`` × h:
+    narrower than the radius of a 16-NN graph, so its edges bridge them."""
+    rng = np.random.default_rng(seed)
+    h = 0.01
+    t = np.concatenate([np.arange(n_per) * h + s * (n_per - 1 + gap) * h for s in range(3)])
+    y = np.zeros((len(t), d))
+    y[:, 0], y[:, 1] = t, 0.3 * np.sin(2 * t)
+    y[:, 2:] = 0.002 * rng.normal(size=(len(t), d - 2))
+    y -= y.mean(0)
+    return y / (1.2 * np.linalg.norm(y, axis=1).max()), np.repeat(np.arange(3), n_per)
+
+
+def test_gap_cut_known_answers():
+    from brenier.singular import gap_cut
+
+    assert gap_cut(np.array([])) == np.inf
+    assert gap_cut(np.array([2.7, 2.2, 2.1, 1.9, 1.4])) == np.inf        # smooth decay: one piece
+    assert gap_cut(np.array([5.0, 4.5, 1.5, 1.3])) == pytest.approx(np.sqrt(4.5 * 1.5))
+    assert gap_cut(np.array([3.0])) == pytest.approx(np.sqrt(3.0))       # against the sentinel p = 1
+
+
+def test_gap_pieces_cut_the_bridges_and_nothing_else():
+    from scipy.sparse.csgraph import connected_components
+
+    from brenier.singular import gap_pieces, hop_graph, knn_hop_graph
+
+    y, lab = _segments()
+    assert connected_components(knn_hop_graph(y), directed=False)[0] == 1   # the kNN graph bridges the gaps
+    pieces, bridges = gap_pieces(y)
+    table = np.zeros((3, 3), dtype=int)
+    np.add.at(table, (lab, np.unique(pieces, return_inverse=True)[1]), 1)
+    assert (table > 0).sum() == 3 and len(bridges) > 0
+    assert np.all(lab[bridges[:, 0]] != lab[bridges[:, 1]])
+    assert connected_components(hop_graph(y), directed=False)[0] == 3
+    # one connected piece (a 2-D square, a spiral): no persistent gap, the graph is the kNN graph
+    for name in ("square", "spiral"):
+        p = toy(name, 600, seed=0).points.astype(np.float64)
+        assert len(gap_pieces(p)[1]) == 0
+        assert (hop_graph(p) != knn_hop_graph(p)).nnz == 0
+
+
+def test_sampled_singular_set_separates_bridged_pieces_for_any_seed():
+    y, lab = _segments(80)
+    ot = SemiDiscreteOT(UniformBall(4), method="newton", tol=0.3, seed=0, device="cpu").fit(y)
+    for seed in (0, 1):
+        S = ot.singular_set(seed=seed)
+        assert S.n_modes == 3 and S.trusted
+        assert (np.bincount(S.modes * 3 + lab) > 0).sum() == 3
+
+
+def test_trusted(ring, square):
+    _, _, S = ring
+    assert S.trusted
+    assert not square[2].trusted                                  # one mode
+    split = S.modes.copy()
+    big = S.modes == 0
+    split[big & (S.targets[:, 0] > np.median(S.targets[big, 0]))] = S.n_modes   # cut a connected piece
+    T = SingularSet(adjacency=S.adjacency, angles=S.angles, detour=S.detour, singular=S.singular,
+                    modes=split, targets=S.targets)
+    assert T.n_modes == S.n_modes + 1 and not T.trusted

@@ -14,9 +14,12 @@ model does (``model.normalise``: the OT targets live in the unit ball) and reads
   (``SingularSet.mode_of``) the connected components of the regular facets of the power diagram;
   with ``modes="graph"`` (``latent_modes``) the components of the ε-graph on the codes,
   ε = ``link`` × their median nearest-neighbour distance, components under 1 % of the codes
-  merged into their nearest large one. ``"auto"`` takes the singular set's modes when it has more
-  than one, else the graph's. (On the occlusion codes the singular set — detour rule, sampled
-  adjacency in 8-D — finds a single mode, so "auto" uses the graph: see ``docs/manifold.md``.)
+  merged into their nearest large one. ``"auto"`` takes the singular set's modes when they are
+  trustworthy (``SingularSet.trusted``: more than one mode, each of at least k = max(16, 2d)
+  codes, and no mode boundary through a connected piece of the data graph, i.e. not an accident
+  of the sampled adjacency), else the graph's. On the occlusion codes (d = 8) the singular set
+  finds 6 modes of purity 1.000 for the visible count, the same for every adjacency seed, and
+  "auto" uses them: see ``docs/manifold.md``.
 * ``score[t] = dist(y_t, codes) / r``: the distance from the frame's code to the nearest
   training code, in units of r, the median leave-one-out nearest-neighbour distance of the
   training codes (a stable held-out frame scores about 1; a frame in a gap between modes more).
@@ -172,7 +175,7 @@ def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, n
     if modes not in MODE_RULES:
         raise ValueError(f"modes: expected one of {', '.join(MODE_RULES)}, got {modes!r}")
     S = getattr(model, "singular_set_", None)
-    if modes == "singular" or (modes == "auto" and S is not None and int(S.n_modes) > 1):
+    if modes == "singular" or (modes == "auto" and S is not None and bool(getattr(S, "trusted", int(S.n_modes) > 1))):
         if S is None:
             raise ValueError("modes: 'singular' needs a model with a singular set (model.singular_set_)")
         return np.asarray(S.mode_of(np.asarray(y, dtype=np.float64)), dtype=np.int64), "singular"
@@ -242,7 +245,8 @@ def critical_frames(model, frames: Any, *, threshold: float = DEFAULT_THRESHOLD,
     ``threshold``: score above which a frame is critical (see the module docstring).
     ``modes``: "singular" (the singular set's modes), "graph" (ε-graph components of the codes,
     ε = ``link`` × median nearest-neighbour distance, see ``latent_modes``), or "auto" (the
-    singular set when the model has one that splits the codes into several modes, else "graph"). Returns a ``CriticalFrames`` with the indices and a score per frame.
+    singular set when the model has one whose modes are trustworthy, ``SingularSet.trusted``,
+    else "graph"). Returns a ``CriticalFrames`` with the indices and a score per frame.
     """
     _check_model(model)
     x = _frames(frames)
