@@ -62,7 +62,7 @@ def test_toy_comparison_writes_files_and_finds_the_known_ordering(tmp_path):
     (tmp_path / "compare.md").unlink()
     C.render_markdown(tmp_path)
     md = (tmp_path / "compare.md").read_text()
-    assert "| ot |" in md and "| gaussian |" in md and "![samples](samples.png)" in md
+    assert "| ot |" in md and "| gaussian |" in md and "(samples.png)" in md and "off-support points in red" in md
 
 
 class _LinearAE:

@@ -565,9 +565,11 @@ def render_markdown(out: str | Path) -> Path:
 
 
 def _markdown(result: dict[str, Any]) -> str:
+    k = len(result["seeds"])
+    seeds = (f"{k} seeds ({', '.join(map(str, result['seeds']))}), mean ± std over seeds; " if k > 1
+             else f"one seed ({result['seeds'][0]}); ")
     lines = [f"# brenier compare: {result['data']}", "",
-             f"{len(result['seeds'])} seeds ({', '.join(map(str, result['seeds']))}), mean ± std over seeds; "
-             f"{result['n_samples']} samples per model and seed; total time {result['time_s']} s.", "",
+             f"{seeds}{result['n_samples']} samples per model and seed; total time {result['time_s']} s.", "",
              result["table"], "", verdict(result), ""]
     if result.get("aeot", "").startswith("given"):
         lines += ["All models fit the codes of this run's autoencoder (trained on all images, the held-out "
@@ -576,7 +578,11 @@ def _markdown(result: dict[str, Any]) -> str:
         c = result["classifier"]
         lines += [f"Scoring classifier: MLP {c['hidden']}, train accuracy {c['train_accuracy']:.3f}, "
                   f"held-out accuracy {c['heldout_accuracy']:.3f}.", ""]
+    captions = {"samples": ("Samples of every model (first seed): scatter panels with the support outlined, off-support "
+                            "points in red" if result["kind"] == "toy" else
+                            "100 decoded samples per model (first seed) beside held-out real images"),
+                "ddpm_loss": "The diffusion model's training loss (ε-prediction MSE) per seed"}
     for f in ("samples", "ddpm_loss"):
         if f in result["files"]:
-            lines.append(f"![{f}]({Path(result['files'][f]).name})")
+            lines.append(f"![{captions[f]}]({Path(result['files'][f]).name})")
     return "\n".join(lines) + "\n"
