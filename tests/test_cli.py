@@ -181,6 +181,8 @@ def _stop_after(iterations: int, starts: list):
     real = montecarlo.solve_newton
 
     def solver(pot, source, nu, state, *, callback=None, **kw):
+        if callback is None:  # the coarse levels of the low-dimensional multiscale start
+            return real(pot, source, nu, state, **kw)
         starts.append(state.iteration)
         stop_at = state.iteration + iterations
 

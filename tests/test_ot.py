@@ -287,3 +287,37 @@ def test_query_points_are_validated(newton_box):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ot.assign(np.zeros(2)).shape == (1,)  # a single point (d,) is one row
+
+
+# ------------------------------------------------------------------ low-dimensional Newton start
+def _blobs(n, seed=0):
+    """Four tight, unequal blobs in 2-D: from the contracted-Voronoi start their cells are far off."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.2, 1.0]])
+    lab = rng.choice(4, size=n, p=[0.4, 0.3, 0.2, 0.1])
+    return centres[lab] + 0.08 * rng.normal(size=(n, 2))
+
+
+def test_multiscale_start_beats_the_voronoi_start_in_2d():
+    from brenier.ot.potential import voronoi_heights
+
+    y = _blobs(400)
+    nu = torch.full((400,), 1 / 400, dtype=torch.float64)
+    src = UniformBall(2)
+    h_ms, evals = montecarlo.multiscale_heights(torch.from_numpy(y), nu, src, tol=0.05, seed=0)
+    h_vor = voronoi_heights(torch.from_numpy(y), *src.inscribed_ball())
+    poly = src.as_polygon()
+    tv = {k: 0.5 * np.abs(power_diagram(y, h.numpy(), poly).masses - 1 / 400).sum()
+          for k, h in (("ms", h_ms), ("vor", h_vor))}
+    assert evals > 0 and h_ms.shape == (400,) and abs(float(h_ms.mean())) < 1e-12
+    assert tv["ms"] < 0.5 * tv["vor"], tv
+
+
+def test_multiscale_start_is_used_only_in_low_dimension(monkeypatch):
+    calls = []
+    real = montecarlo.multiscale_heights
+    monkeypatch.setattr(montecarlo, "multiscale_heights", lambda *a, **k: calls.append(1) or real(*a, **k))
+    SemiDiscreteOT(UniformBall(4), method="newton", tol=0.1, seed=0, device="cpu", max_iter=2).fit(_targets(100, 4))
+    assert calls == []  # d >= 4: the plain start, unchanged
+    SemiDiscreteOT(UniformBall(2), method="newton", tol=0.1, seed=0, device="cpu", max_iter=2).fit(_blobs(100))
+    assert calls  # d = 2, N > 64: the coarse-to-fine start
