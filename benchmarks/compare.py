@@ -33,11 +33,11 @@ def main() -> None:
         r = json.loads(f.read_text())
         cols = TOY_COLUMNS if r["kind"] == "toy" else IMAGE_COLUMNS
         order = [m for m in r["summary"] if m.startswith("real")] + r["models"]
-        print(f"\n## {r['data']}  ({len(r['seeds'])} seeds, {r['n_samples']} samples each, {r['time_s']} s)\n")
+        print(f"\n## {f.parent.name}: {r['data']}  ({len(r['seeds'])} seeds, {r['n_samples']} samples each, {r['time_s']} s)\n")
         print(markdown_table(r["summary"], cols, order))
         print("\n" + verdict(r))
         render_markdown(f.parent)  # with the current verdict line
-        out[r["data"]] = {"summary": r["summary"], "time_s": r["time_s"], "seeds": r["seeds"], "n_samples": r["n_samples"]}
+        out[f.parent.name] = {"data": r["data"], "summary": r["summary"], "time_s": r["time_s"], "seeds": r["seeds"], "n_samples": r["n_samples"]}
     write_json(args.root / "summary.json", out)
     print(f"\nwrote {args.root / 'summary.json'}")
 
