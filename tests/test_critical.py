@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from brenier.critical import critical_codes, critical_frames, latent_modes, match_events, step_size_frames
+from brenier.critical import (critical_codes, critical_frames, critical_scores, has_gap, latent_modes, local_scale,
+                              match_events, step_size_frames)
 from brenier.datasets.scenes import occlusion_scenes
 
 
@@ -74,6 +75,75 @@ def test_scores_are_higher_on_critical_frames(fitted):
     assert np.median(scores[te.critical]) > 1.5 * np.median(scores[~te.critical])
 
 
+def test_default_is_the_local_score_and_the_global_one_is_kept(fitted):
+    model, _, te = fitted
+    loc = critical_frames(model, te.frames[0])
+    glo = critical_frames(model, te.frames[0], scale="global")
+    assert loc.threshold == 1.0 and glo.threshold == 3.0 and loc.modes_from == glo.modes_from == "graph"
+    # the global score: distance to the nearest code / median leave-one-out neighbour distance
+    y, c = glo.codes, np.asarray(model.codes_)
+    d = np.linalg.norm(c[:, None] - c[None], axis=2)
+    np.fill_diagonal(d, np.inf)
+    r = np.median(d.min(axis=1))
+    assert np.allclose(glo.score, np.linalg.norm(y[:, None] - c[None], axis=2).min(axis=1) / r)
+    assert not np.allclose(loc.score, glo.score)
+
+
+class Codes:
+    """A model reduced to its training codes (normalisation = identity)."""
+
+    def __init__(self, codes):
+        self.codes_ = np.asarray(codes, dtype=np.float64)
+        self.latent_dim = self.codes_.shape[1]
+        self.singular_set_ = None
+
+    def encode(self, x):
+        return x
+
+    def normalise(self, z):
+        return np.asarray(z, dtype=np.float64)
+
+
+def test_local_scale_known_answer():
+    x = np.c_[np.arange(20.0), np.zeros(20)]
+    u, rho = local_scale(np.r_[x, x[:5]], k=2)   # 5 duplicates: counted once
+    assert len(u) == 20
+    inner = (u[:, 0] >= 1) & (u[:, 0] <= 18)
+    assert np.allclose(rho[inner], 1.0) and np.allclose(rho[~inner], 2.0)
+    with pytest.raises(ValueError, match="k"):
+        local_scale(x, k=0)
+    with pytest.raises(ValueError, match="distinct"):
+        local_scale(np.zeros((4, 2)))
+
+
+def test_local_score_adapts_to_the_sampling_density():
+    dense = np.c_[np.linspace(0, 1, 101), np.zeros(101)]          # spacing 0.01
+    sparse = np.c_[np.arange(10.0, 51.0), np.zeros(41)]           # spacing 1
+    model = Codes(np.r_[dense, sparse])
+    q = np.array([[20.5, 0.3], [0.5, 0.2]])                       # near the sparse piece / off the dense one
+    glo = critical_scores(model, q, scale="global")
+    loc = critical_scores(model, q, scale="local", k=8)
+    assert glo[0] > 50 and glo[1] == pytest.approx(20.0)          # globally both are far
+    assert loc[0] < 0.2 and loc[1] > 2                            # locally only the second one is
+    with pytest.raises(ValueError, match="scale"):
+        critical_scores(model, q, scale="median")
+
+
+def test_auto_modes_need_a_gap():
+    rng = np.random.default_rng(0)
+    blob = rng.normal(size=(300, 3))
+    one = Codes(blob / np.linalg.norm(blob, axis=1).max())
+    assert not has_gap(one)
+    path = np.linspace(one.codes_[0], one.codes_[1], 6)
+    res = critical_codes(one, path)
+    assert res.modes_from == "none" and len(res.crossings) == 0 and (res.mode == 0).all()
+    two = Codes(np.r_[blob, blob + 30.0] / 40.0)
+    assert has_gap(two)
+    res = critical_codes(two, np.linspace(two.codes_[0], two.codes_[300], 12))
+    assert res.modes_from == "graph" and len(res.crossings) == 1
+    assert critical_codes(two, path, modes="none").modes_from == "none"
+
+
 def test_match_events_known_answer():
     crit = np.zeros(20, bool)
     crit[[3, 4, 5, 12, 13]] = True                # two events
@@ -106,6 +176,10 @@ def test_bad_input(fitted):
         critical_frames(object(), te.frames[0])
     with pytest.raises(ValueError, match="threshold"):
         critical_frames(model, te.frames[0], threshold=-1)
+    with pytest.raises(ValueError, match="scale"):
+        critical_frames(model, te.frames[0], scale="lof")
+    with pytest.raises(ValueError, match="k: expected"):
+        critical_frames(model, te.frames[0], k=0)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +198,7 @@ def tiny_aeot(tmp_path_factory):
 def test_critical_frames_on_an_aeot(tiny_aeot):
     model, X, _ = tiny_aeot
     res = critical_frames(model, X[:10])
-    assert res.score.shape == (10,) and res.codes.shape == (10, 2) and res.modes_from in ("singular", "graph")
+    assert res.score.shape == (10,) and res.codes.shape == (10, 2) and res.modes_from in ("singular", "graph", "none")
     # training frames are their own nearest codes: distance 0 (up to float32 batch effects)
     assert np.allclose(res.score[np.isin(np.arange(10), model.code_index_)], 0.0, atol=1e-3)
     with pytest.raises(ValueError, match="fitted on images of shape"):

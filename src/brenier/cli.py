@@ -789,7 +789,8 @@ def critical_command(
     latent: int = typer.Option(8, "--latent", min=1, help="Latent dimension of a new model."),
     epochs: int = typer.Option(40, "--epochs", min=1, help="Autoencoder epochs of a new model."),
     max_train_time: float = typer.Option(150.0, "--max-train-time", help="Cap on the autoencoder's training time (s)."),
-    threshold: float = typer.Option(3.0, "--threshold", help="Score above which a frame is critical (distance to the stable codes / their median neighbour distance)."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Score above which a frame is critical. Default 1.0 with --scale local (distance to the nearest stable code / the local 8-NN radius there), 3.0 with --scale global (/ the median neighbour distance).", show_default=False),
+    scale: str = typer.Option("local", "--scale", help="local: distances in units of the local density of the stable codes; global: one unit for all."),
     diffusion_steps: int = typer.Option(2000, "--diffusion-steps", min=1, help="Training steps of the DDPM whose latent interpolation is shown beside the walk."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the data, the model and the walk."),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where the model computes."),
@@ -800,8 +801,10 @@ def critical_command(
     from .datasets.scenes import count_discs
     from .pipeline import AEOT
 
-    if not (math.isfinite(threshold) and threshold > 0):
+    if threshold is not None and not (math.isfinite(threshold) and threshold > 0):
         _fail(f"--threshold: expected a positive number, got {threshold}")
+    if scale not in ("local", "global"):
+        _fail(f"--scale: expected local or global, got {scale!r}")
     t0 = time.perf_counter()
     out = _prepare_out(out)
     con = _out()
@@ -824,7 +827,8 @@ def critical_command(
 
     T, F = te.frames.shape[:2]
     z = np.asarray(model.encode(te.frames.reshape(T * F, *te.frames.shape[2:]))).reshape(T, F, -1)
-    results = [_user_errors(lambda zz=zz: critical_codes(model, zz, threshold=threshold)) for zz in z]
+    results = [_user_errors(lambda zz=zz: critical_codes(model, zz, threshold=threshold, scale=scale)) for zz in z]
+    threshold = float(results[0].threshold)  # the default of the scale when none was given
     tot = {"tp": 0, "n_detected": 0, "events_hit": 0, "n_events": 0}
     alt = dict(tot)
     for r, zz, crit in zip(results, z, te.critical):
@@ -882,7 +886,7 @@ def critical_command(
                title="generated paths, decoded — m: mode of the code, n: visible discs read off the pixels, !: mode jump")
     summary = {
         "data": data.value, "n_train_trajectories": train, "n_stable_frames": int(len(stable)), "latent_dim": int(model.latent_dim),
-        "threshold": threshold, "modes_from": r0.modes_from, "n_modes": int(modes.max() + 1), "singular_set_modes": int(S.n_modes),
+        "threshold": threshold, "scale": scale, "modes_from": r0.modes_from, "n_modes": int(modes.max() + 1), "singular_set_modes": int(S.n_modes),
         "heldout": {"trajectories": T, **tot, "precision": prec, "recall": rec},
         "step_size_alternative": {"threshold": 1.5, **alt, "precision": aprec, "recall": arec},
         "trajectory0": {"reported": r0.indices.tolist(), "truth": np.flatnonzero(te.critical[0]).tolist(), "score": r0.score.tolist()},

@@ -14,15 +14,37 @@ model does (``model.normalise``: the OT targets live in the unit ball) and reads
   (``SingularSet.mode_of``) the connected components of the regular facets of the power diagram;
   with ``modes="graph"`` (``latent_modes``) the components of the ε-graph on the codes,
   ε = ``link`` × their median nearest-neighbour distance, components under 1 % of the codes
-  merged into their nearest large one. ``"auto"`` takes the singular set's modes when they are
-  trustworthy (``SingularSet.trusted``: more than one mode, each of at least k = max(16, 2d)
-  codes, and no mode boundary through a connected piece of the data graph, i.e. not an accident
-  of the sampled adjacency), else the graph's. On the occlusion codes (d = 8) the singular set
-  finds 6 modes of purity 1.000 for the visible count, the same for every adjacency seed, and
-  "auto" uses them: see ``docs/manifold.md``.
-* ``score[t] = dist(y_t, codes) / r``: the distance from the frame's code to the nearest
-  training code, in units of r, the median leave-one-out nearest-neighbour distance of the
-  training codes (a stable held-out frame scores about 1; a frame in a gap between modes more).
+  merged into their nearest large one; with ``modes="none"`` one mode (no crossings: the score
+  alone). ``"auto"`` takes the singular set's modes when they are trustworthy
+  (``SingularSet.trusted``: more than one mode, each of at least k = max(16, 2d) codes, and no
+  mode boundary through a connected piece of the data graph, i.e. not an accident of the sampled
+  adjacency); else the graph's when the codes fall apart at all (``has_gap``: their kNN graph
+  has two components of >= 5 % of the codes each, or ``brenier.singular.gap_pieces`` finds a
+  persistent gap); else none — without a gap the ε-graph's components are cuts through one
+  connected sheet of codes, and its "crossings" are false alarms (on the tilting glass: 15
+  components, and 75 % of the frames their crossings report lie more than 2 frames from a
+  critical one). On the occlusion codes (d = 8) the singular set finds 6 modes of purity 1.000
+  for the visible count, the same for every adjacency seed, and "auto" uses them: see
+  ``docs/manifold.md``.
+* ``score[t]``, with ``scale="local"`` (the default), the distance from the frame's code y_t to
+  the nearest distinct training code, in units of the local k-NN radius of the training codes
+  around it (k = 8: on the validation trajectories of both processes k = 4 and 8 did equally
+  well, k = 1, 2 and 16, 32 worse)::
+
+      score(y) = |y - c_(1)(y)| / ( (1/k) Σ_{j ∈ N_k(y)} ρ_k(c_j) )
+
+  where c_(1)(y) is the nearest training code, N_k(y) the k nearest training codes, and
+  ρ_k(c) the distance from the code c to its k-th nearest other training code (duplicate codes
+  counted once, ``local_scale``). A frame whose code lies farther from the stable codes than
+  their own k-NN radius there (score > 1, the default threshold) is off the stable manifold.
+  The unit adapts to the sampling density, as in the local outlier factor (Breunig et al.,
+  SIGMOD 2000): where the stable states form a sheet sampled by a few trajectories (the glass:
+  fill level × angle) a held-out stable frame lies far from every training code in absolute
+  terms, but not compared with the spacing of the codes around it. With ``scale="global"`` (the
+  old definition, default threshold 3) the unit is one number for all codes, r, the median
+  leave-one-out nearest-neighbour distance of the training codes: ``score(y) = |y - c_(1)(y)| / r``.
+  A stable held-out frame scores about 1 (global) or about 0.2-0.4 (local); a frame in a gap
+  between modes more.
 
 A frame is reported critical when its mode differs from the previous frame's (a *crossing*; the
 frame of the pair with the larger score is reported) or when its score exceeds ``threshold``.
@@ -35,7 +57,8 @@ precision is the share of detected frames within ``tol`` of a critical frame, re
 of critical *events* (maximal runs of critical frames) with a detection within ``tol`` of the run.
 
 References: An, Lei, Su, Gu et al., AE-OT (ICLR 2020) for the singular set as the boundary of the
-data manifold; Lei, Su, Cui, Yau, Gu (CAGD 2019) for critical states as singular-set crossings.
+data manifold; Lei, Su, Cui, Yau, Gu (CAGD 2019) for critical states as singular-set crossings;
+Breunig, Kriegel, Ng, Sander, LOF (SIGMOD 2000) for a density-adaptive distance score.
 """
 
 from __future__ import annotations
@@ -46,11 +69,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["critical_frames", "critical_codes", "CriticalFrames", "step_size_frames", "match_events",
-           "latent_modes", "mode_of", "MODE_RULES"]
+__all__ = ["critical_frames", "critical_codes", "critical_scores", "local_scale", "CriticalFrames", "step_size_frames",
+           "match_events", "latent_modes", "mode_of", "has_gap", "MODE_RULES", "SCALES"]
 
-MODE_RULES = ("auto", "singular", "graph")
-DEFAULT_THRESHOLD = 3.0
+MODE_RULES = ("auto", "singular", "graph", "none")
+SCALES = ("local", "global")
+DEFAULT_THRESHOLD = 3.0          # the global score's default threshold
+DEFAULT_LOCAL_THRESHOLD = 1.0    # the local score's default threshold
+DEFAULT_K = 8
+GAP_MIN_SHARE = 0.05             # has_gap: the smallest share of the codes a separate piece must hold
 DEFAULT_LINK = 3.0
 DEFAULT_MIN_SHARE = 0.01
 
@@ -61,12 +88,13 @@ class CriticalFrames:
 
     indices : (K,) int64 frames reported critical, increasing.
     score : (F,) float64 distance of each frame's code from the training codes, in units of their
-        median nearest-neighbour distance.
+        local k-NN radius (``scale="local"``) or of their median nearest-neighbour distance ("global").
     mode : (F,) int64 mode of each frame (the mode of its nearest training code).
     crossings : (C,) int64 frames t whose mode differs from frame t - 1's.
     step : (F,) float64 latent step |y_t - y_(t-1)| (step[0] = step[1]), normalised codes.
     codes : (F, d) float64 normalised codes y_t of the frames.
-    threshold : the score threshold used; modes_from : "singular" or "graph".
+    threshold : the score threshold used; modes_from : "singular", "graph" or "none" (one mode);
+    scale : the score's unit, "local" or "global".
     """
 
     indices: np.ndarray
@@ -77,6 +105,7 @@ class CriticalFrames:
     codes: np.ndarray
     threshold: float
     modes_from: str
+    scale: str = "local"
 
 
 def _frames(frames: Any, name: str = "frames") -> np.ndarray:
@@ -133,6 +162,37 @@ def _nn_dist(q: torch.Tensor, y: torch.Tensor, exclude_self: bool = False, block
     return torch.cat(ds).numpy(), torch.cat(ix).numpy()
 
 
+def _knn(q: torch.Tensor, y: torch.Tensor, k: int, exclude_self: bool = False, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (M, k) and indices (M, k) of the k nearest rows of y to each row of q, nearest first, in blocks."""
+    ds, ix = [], []
+    for a in range(0, len(q), block):
+        d = torch.cdist(q[a:a + block], y)
+        if exclude_self:
+            d[torch.arange(d.shape[0]), torch.arange(a, a + d.shape[0])] = float("inf")
+        v, i = torch.topk(d, k, dim=1, largest=False)
+        ds.append(v)
+        ix.append(i)
+    return torch.cat(ds).numpy(), torch.cat(ix).numpy()
+
+
+def local_scale(codes: Any, k: int = DEFAULT_K) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct codes (U, d), rho (U,)): the distinct rows of ``codes`` (N, d) and each one's distance
+    to its k-th nearest other distinct code (its local k-NN radius); duplicates count once, so a
+    repeated code does not shrink the radius of its neighbourhood to 0."""
+    y = np.asarray(codes, dtype=np.float64)
+    if y.ndim != 2 or len(y) < 2:
+        raise ValueError(f"codes: expected an array (N, d) with N >= 2, got shape {y.shape}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    u = np.unique(y, axis=0)
+    if len(u) < 2:
+        raise ValueError("codes: all training codes are equal; a local scale needs at least 2 distinct codes")
+    k = min(int(k), len(u) - 1)
+    ut = torch.as_tensor(u)
+    rho = _knn(ut, ut, k, exclude_self=True)[0][:, -1]
+    return u, np.maximum(rho, 1e-300)
+
+
 def latent_modes(codes: Any, link: float = DEFAULT_LINK, min_share: float = DEFAULT_MIN_SHARE) -> np.ndarray:
     """(N,) int64 mode labels of ``codes`` (N, d), numbered by decreasing size.
 
@@ -166,8 +226,39 @@ def latent_modes(codes: Any, link: float = DEFAULT_LINK, min_share: float = DEFA
     return rank[lab].astype(np.int64)
 
 
+def has_gap(model) -> bool:
+    """Whether the training codes fall apart into separate pieces at all: their kNN graph
+    (k = max(16, 2d), ``brenier.singular.knn_hop_graph``) has two components of >= k codes and
+    >= 5 % of the codes each (smaller islands are tight clusters of near-identical frames, not
+    stable states: on the tilting glass, 4 islands of 10-31 of its 1 634 distinct codes, frames
+    at 56.6-60° where the puddle has left the picture), or a persistent gap (``brenier.singular.gap_pieces``: a merge in the single-linkage hierarchy of the
+    graph at least twice as persistent as the next one). Cached on the model."""
+    from scipy.sparse.csgraph import connected_components
+
+    from .singular import gap_pieces, hop_k, knn_hop_graph
+
+    key = (id(model.codes_), len(model.codes_))
+    cache = getattr(model, "_critical_has_gap", None)
+    if cache is None or cache[0] != key:
+        y = np.unique(np.asarray(model.codes_, dtype=np.float64), axis=0)
+        gap = False
+        if len(y) > 2:
+            g = knn_hop_graph(y)
+            # pieces the kNN graph does not even join, each of >= k codes and >= 5 % of them, or joined
+            # only across a persistent gap
+            _, lab = connected_components(g, directed=False)
+            gap = int((np.bincount(lab) >= max(hop_k(y.shape[1]), GAP_MIN_SHARE * len(y))).sum()) > 1 or \
+                int(np.unique(gap_pieces(y, g)[0]).size) > 1
+        cache = (key, bool(gap))
+        try:
+            model._critical_has_gap = cache
+        except AttributeError:  # pragma: no cover - a frozen model object
+            pass
+    return cache[1]
+
+
 def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, nearest: Any = None) -> tuple[np.ndarray, str]:
-    """Mode labels (M,) int64 of normalised codes y (M, d) and the rule used ("singular" or "graph").
+    """Mode labels (M,) int64 of normalised codes y (M, d) and the rule used ("singular", "graph" or "none").
 
     The mode of a point is the mode of its nearest training code (``model.codes_``); see
     ``critical_frames`` for the rules. ``nearest``: the indices of those codes, if known.
@@ -179,6 +270,8 @@ def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, n
         if S is None:
             raise ValueError("modes: 'singular' needs a model with a singular set (model.singular_set_)")
         return np.asarray(S.mode_of(np.asarray(y, dtype=np.float64)), dtype=np.int64), "singular"
+    if modes == "none" or (modes == "auto" and not has_gap(model)):
+        return np.zeros(len(np.asarray(y)), dtype=np.int64), "none"
     targets = torch.as_tensor(np.asarray(model.codes_), dtype=torch.float64)
     cache = getattr(model, "_critical_graph_modes", None)
     key = (link, id(model.codes_), len(targets))
@@ -193,8 +286,44 @@ def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, n
     return cache[1][np.asarray(nearest)], "graph"
 
 
-def critical_codes(model, z: Any, *, threshold: float = DEFAULT_THRESHOLD, modes: str = "auto",
-                   link: float = DEFAULT_LINK) -> CriticalFrames:
+def _score_scale(model, scale: str, k: int) -> Any:
+    """The per-model reference of the score, computed once and cached on the model: r (global) or
+    (distinct codes (U, d) as a tensor, rho (U,)) (local)."""
+    targets = np.asarray(model.codes_)
+    key = (scale, k, id(model.codes_), len(targets))
+    cache = getattr(model, "_critical_scale", None)
+    if cache is None or cache[0] != key:
+        if scale == "global":  # the median leave-one-out neighbour distance of the codes
+            t = torch.as_tensor(targets, dtype=torch.float64)
+            ref = max(float(np.median(_nn_dist(t, t, exclude_self=True)[0])), 1e-300)
+        else:
+            u, rho = local_scale(targets, k)
+            ref = (torch.as_tensor(u), rho)
+        cache = (key, ref)
+        try:
+            model._critical_scale = cache
+        except AttributeError:  # pragma: no cover - a frozen model object
+            pass
+    return cache[1]
+
+
+def critical_scores(model, y: Any, *, scale: str = "local", k: int = DEFAULT_K) -> np.ndarray:
+    """Scores (M,) of normalised codes y (M, d) against the model's training codes (see the module docstring)."""
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k: expected a positive integer, got {k!r}")
+    yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    ref = _score_scale(model, scale, int(k))
+    if scale == "global":
+        return _nn_dist(yt, torch.as_tensor(np.asarray(model.codes_), dtype=torch.float64))[0] / ref
+    u, rho = ref
+    dist, idx = _knn(yt, u, min(int(k), len(u) - 1))
+    return dist[:, 0] / rho[idx].mean(axis=1)
+
+
+def critical_codes(model, z: Any, *, threshold: float | None = None, modes: str = "auto",
+                   link: float = DEFAULT_LINK, scale: str = "local", k: int = DEFAULT_K) -> CriticalFrames:
     """``critical_frames`` on latent codes z (F, d) of a trajectory (not normalised: ``model.encode``'s output)."""
     _check_model(model)
     d = _latent_dim(model)
@@ -206,6 +335,10 @@ def critical_codes(model, z: Any, *, threshold: float = DEFAULT_THRESHOLD, modes
                          "(was the model fitted on other data?)")
     if zt.shape[0] < 2:
         raise ValueError(f"z: a trajectory needs at least 2 frames, got {zt.shape[0]}")
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {', '.join(SCALES)}, got {scale!r}")
+    if threshold is None:
+        threshold = DEFAULT_LOCAL_THRESHOLD if scale == "local" else DEFAULT_THRESHOLD
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not np.isfinite(threshold) or threshold <= 0:
         raise ValueError(f"threshold: expected a positive number, got {threshold!r}")
     if modes not in MODE_RULES:
@@ -213,17 +346,8 @@ def critical_codes(model, z: Any, *, threshold: float = DEFAULT_THRESHOLD, modes
 
     y = torch.as_tensor(np.asarray(model.normalise(zt.numpy())), dtype=torch.float64)
     targets = torch.as_tensor(np.asarray(model.codes_), dtype=torch.float64)
-    key = (id(model.codes_), len(targets))
-    cache = getattr(model, "_critical_scale", None)
-    if cache is None or cache[0] != key:  # the median neighbour distance of the codes, once per model
-        cache = (key, max(float(np.median(_nn_dist(targets, targets, exclude_self=True)[0])), 1e-300))
-        try:
-            model._critical_scale = cache
-        except AttributeError:  # pragma: no cover - a frozen model object
-            pass
-    r = cache[1]
-    dist, near = _nn_dist(y, targets)
-    score = dist / r
+    score = critical_scores(model, y.numpy(), scale=scale, k=k)
+    near = _nn_dist(y, targets)[1]
 
     mode, modes_from = mode_of(model, y.numpy(), modes=modes, link=link, nearest=near)
 
@@ -233,27 +357,32 @@ def critical_codes(model, z: Any, *, threshold: float = DEFAULT_THRESHOLD, modes
     step = np.linalg.norm(np.diff(y.numpy(), axis=0), axis=1)
     step = np.r_[step[:1], step]
     return CriticalFrames(np.asarray(sorted(picked), dtype=np.int64), score, mode, cross.astype(np.int64), step,
-                          y.numpy(), float(threshold), modes_from)
+                          y.numpy(), float(threshold), modes_from, scale)
 
 
-def critical_frames(model, frames: Any, *, threshold: float = DEFAULT_THRESHOLD, modes: str = "auto",
-                    link: float = DEFAULT_LINK) -> CriticalFrames:
+def critical_frames(model, frames: Any, *, threshold: float | None = None, modes: str = "auto",
+                    link: float = DEFAULT_LINK, scale: str = "local", k: int = DEFAULT_K) -> CriticalFrames:
     """Critical frames of a trajectory ``frames`` (F, C, H, W) (or (F, H, W), or a list of frames of one size).
 
     ``model``: a fitted ``brenier.pipeline.AEOT`` (anything with ``encode``, ``normalise``,
     ``codes_`` and optionally ``singular_set_``), fitted on frames of the stable states.
-    ``threshold``: score above which a frame is critical (see the module docstring).
+    ``threshold``: score above which a frame is critical (see the module docstring); None: 1.0
+    for ``scale="local"``, 3.0 for ``scale="global"``.
     ``modes``: "singular" (the singular set's modes), "graph" (ε-graph components of the codes,
-    ε = ``link`` × median nearest-neighbour distance, see ``latent_modes``), or "auto" (the
-    singular set when the model has one whose modes are trustworthy, ``SingularSet.trusted``,
-    else "graph"). Returns a ``CriticalFrames`` with the indices and a score per frame.
+    ε = ``link`` × median nearest-neighbour distance, see ``latent_modes``), "none" (one mode: the
+    score alone), or "auto" (the singular set when the model has one whose modes are
+    trustworthy, ``SingularSet.trusted``; else "graph" when the codes have a persistent gap,
+    ``has_gap``; else "none").
+    ``scale``: "local" (distance in units of the local k-NN radius of the codes, ``k`` nearest)
+    or "global" (in units of their median nearest-neighbour distance).
+    Returns a ``CriticalFrames`` with the indices and a score per frame.
     """
     _check_model(model)
     x = _frames(frames)
     shape = getattr(model, "image_shape_", None)
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise ValueError(f"frames: the model was fitted on images of shape {tuple(shape)}, got frames of shape {tuple(x.shape[1:])}")
-    return critical_codes(model, np.asarray(model.encode(x)), threshold=threshold, modes=modes, link=link)
+    return critical_codes(model, np.asarray(model.encode(x)), threshold=threshold, modes=modes, link=link, scale=scale, k=k)
 
 
 def step_size_frames(codes: Any, threshold: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -350,7 +479,7 @@ def plot_scores(path, result: CriticalFrames, truth: Any = None, step_threshold:
         ax.axvline(c - 0.5, color="C3", lw=1.2, label="mode change" if i == 0 else None)
     ax.plot(result.indices, result.score[result.indices], "x", color="red", ms=9, mew=2, label="reported critical")
     ax.set_xlabel("frame")
-    ax.set_ylabel("score (× median neighbour distance)")
+    ax.set_ylabel("score (× local k-NN radius)" if getattr(result, "scale", "local") == "local" else "score (× median neighbour distance)")
     ax2 = ax.twinx()
     s = result.step / max(float(np.median(result.step[1:])), 1e-300)
     ax2.plot(t, s, "s-", color="0.5", ms=2, lw=0.8, label="latent step / median (alternative)")
