@@ -567,7 +567,7 @@ def _run_job(out, data, latent_dim, epochs, n_samples, limit, max_codes, ot_tol,
     total = time.perf_counter() - t0
     rows = [("data", f"{data}: {len(X):,} images {tuple(X.shape[1:])}"), *_fit_rows(model), *_score_rows(m),
             ("time", f"total {total:.1f} s"),
-            ("saved", f"{out}/  report.html, metrics.json, training_curves.png, latent_pca.png, samples.png, neighbours.png, model")]
+            ("saved", f"{out}/  report.html, metrics.json, training_curves.png, latent_pca.png, samples.png, neighbours.png, model" + (", compare/" if compare_models else ""))]
     con.print(_table("AEOT demo" if title == "brenier demo" else "AEOT", rows))
     con.print(Text.assemble("open ", (str(html), "bold"), " in a browser"))
 
