@@ -31,6 +31,22 @@ def is_torch(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 
 
+def real_array(x: ArrayLike, name: str) -> np.ndarray:
+    """``x`` as a NumPy array of real numbers (booleans allowed); a torch tensor is copied to the
+    host. Raises TypeError naming ``name`` for anything else (objects, strings, complex)."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - exotic inputs
+        raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name}: expected an array of numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"{name}: expected real numbers, got a complex array")
+    return arr
+
+
 def as_points(
     x: ArrayLike,
     name: str,
@@ -45,15 +61,9 @@ def as_points(
     A single point of shape (d,) is accepted and returned as (1, d).
     """
     if isinstance(x, torch.Tensor):
-        t = x.detach()
+        t = x.detach()  # stays on its device until the final move
     else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise TypeError(f"{name}: expected an array of numbers, got {type(x).__name__}") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{name}: expected an array of numbers, got dtype {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.ascontiguousarray(real_array(x, name)))
     if t.is_complex():
         raise TypeError(f"{name}: expected real numbers, got a complex array")
     if t.ndim == 1 and dim is not None and t.shape[0] == dim:

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._array import resolve_device
+from ._array import real_array, resolve_device
 
 __all__ = ["intrinsic_dimension", "DimensionEstimate", "pca_spectrum", "METHODS"]
 
@@ -79,16 +79,7 @@ class DimensionEstimate:
 
 def _as_matrix(X: Any, name: str = "X") -> tuple[np.ndarray, float]:
     """Flatten (N, ...) to (N, D) float64; also return the eps of the caller's float type."""
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    try:
-        arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - exotic input
-        raise TypeError(f"{name}: expected an array of numbers, got {type(X).__name__}") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name}: expected an array of numbers, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: expected real numbers, got a complex array")
+    arr = real_array(X, name)
     if arr.ndim < 2:
         raise ValueError(f"{name}: expected an array of shape (N, ...) with N points, got shape {arr.shape}")
     eps = float(np.finfo(arr.dtype).eps) if np.issubdtype(arr.dtype, np.floating) else float(np.finfo(np.float64).eps)

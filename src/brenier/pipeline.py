@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ._array import is_torch, resolve_device, to_caller
+from ._array import is_torch, real_array, resolve_device, to_caller
 from ._io import atomic_write, write_json
 from .nets.autoencoder import KINDS, autoencoder_from_config, build_autoencoder, train_autoencoder
 from .ot import SemiDiscreteOT
@@ -242,10 +242,7 @@ class AEOT:
         if isinstance(X, torch.Tensor):
             t = X.detach().cpu()
         else:
-            a = np.asarray(X)
-            if a.dtype == object or not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
-                raise TypeError(f"{name}: expected an array of numbers, got dtype {a.dtype}")
-            t = torch.from_numpy(np.ascontiguousarray(a))
+            t = torch.from_numpy(np.ascontiguousarray(real_array(X, name)))
         if t.is_complex():
             raise TypeError(f"{name}: expected real numbers, got a complex array")
         if t.ndim != 4:

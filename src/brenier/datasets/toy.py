@@ -65,6 +65,8 @@ import numpy as np
 import shapely
 from shapely import affinity
 
+from .._array import real_array
+
 __all__ = ["ToyData", "toy", "TOY_NAMES", "seahorse_polygon"]
 
 TOY_NAMES = ("ring8", "grid25", "moons", "circles", "spiral", "seahorse", "square")
@@ -81,14 +83,7 @@ _CIRCLE_VERTICES = 256  # vertices of a drawn circle in outline()
 
 def _as_xy(x: Any, name: str = "x") -> np.ndarray:
     """Validate query points: (M, 2) or a single point (2,); returns a float64 (M, 2) array."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, on any device
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name}: expected an array of numbers, got dtype {arr.dtype}")
-    if np.iscomplexobj(arr):
-        raise TypeError(f"{name}: expected real numbers, got a complex array")
-    arr = arr.astype(np.float64, copy=False)
+    arr = real_array(x, name).astype(np.float64, copy=False)
     if arr.ndim == 1 and arr.shape[0] == 2:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != 2:
