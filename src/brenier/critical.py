@@ -226,6 +226,19 @@ def latent_modes(codes: Any, link: float = DEFAULT_LINK, min_share: float = DEFA
     return rank[lab].astype(np.int64)
 
 
+def _cached(model, attr: str, key: Any, compute) -> Any:
+    """``compute()``, kept on the model under ``attr`` and reused while ``key`` (what it depends
+    on: the codes' identity and size, the parameters) stays the same."""
+    cache = getattr(model, attr, None)
+    if cache is None or cache[0] != key:
+        cache = (key, compute())
+        try:
+            setattr(model, attr, cache)
+        except AttributeError:  # pragma: no cover - a frozen model object
+            pass
+    return cache[1]
+
+
 def has_gap(model) -> bool:
     """Whether the training codes fall apart into separate pieces at all: their kNN graph
     (k = max(16, 2d), ``brenier.singular.knn_hop_graph``) has two components of >= k codes and
@@ -237,24 +250,18 @@ def has_gap(model) -> bool:
 
     from .singular import gap_pieces, hop_k, knn_hop_graph
 
-    key = (id(model.codes_), len(model.codes_))
-    cache = getattr(model, "_critical_has_gap", None)
-    if cache is None or cache[0] != key:
+    def compute() -> bool:
         y = np.unique(np.asarray(model.codes_, dtype=np.float64), axis=0)
-        gap = False
-        if len(y) > 2:
-            g = knn_hop_graph(y)
-            # pieces the kNN graph does not even join, each of >= k codes and >= 5 % of them, or joined
-            # only across a persistent gap
-            _, lab = connected_components(g, directed=False)
-            gap = int((np.bincount(lab) >= max(hop_k(y.shape[1]), GAP_MIN_SHARE * len(y))).sum()) > 1 or \
-                int(np.unique(gap_pieces(y, g)[0]).size) > 1
-        cache = (key, bool(gap))
-        try:
-            model._critical_has_gap = cache
-        except AttributeError:  # pragma: no cover - a frozen model object
-            pass
-    return cache[1]
+        if len(y) <= 2:
+            return False
+        g = knn_hop_graph(y)
+        # pieces the kNN graph does not even join, each of >= k codes and >= 5 % of them, or joined
+        # only across a persistent gap
+        _, lab = connected_components(g, directed=False)
+        return int((np.bincount(lab) >= max(hop_k(y.shape[1]), GAP_MIN_SHARE * len(y))).sum()) > 1 or \
+            int(np.unique(gap_pieces(y, g)[0]).size) > 1
+
+    return bool(_cached(model, "_critical_has_gap", (id(model.codes_), len(model.codes_)), compute))
 
 
 def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, nearest: Any = None) -> tuple[np.ndarray, str]:
@@ -273,38 +280,26 @@ def mode_of(model, y: Any, *, modes: str = "auto", link: float = DEFAULT_LINK, n
     if modes == "none" or (modes == "auto" and not has_gap(model)):
         return np.zeros(len(np.asarray(y)), dtype=np.int64), "none"
     targets = torch.as_tensor(np.asarray(model.codes_), dtype=torch.float64)
-    cache = getattr(model, "_critical_graph_modes", None)
-    key = (link, id(model.codes_), len(targets))
-    if cache is None or cache[0] != key:
-        cache = (key, latent_modes(targets.numpy(), link))
-        try:
-            model._critical_graph_modes = cache
-        except AttributeError:  # pragma: no cover - a frozen model object
-            pass
+    labels = _cached(model, "_critical_graph_modes", (link, id(model.codes_), len(targets)),
+                     lambda: latent_modes(targets.numpy(), link))
     if nearest is None:
         nearest = _nn_dist(torch.as_tensor(np.asarray(y, dtype=np.float64)), targets)[1]
-    return cache[1][np.asarray(nearest)], "graph"
+    return labels[np.asarray(nearest)], "graph"
 
 
 def _score_scale(model, scale: str, k: int) -> Any:
     """The per-model reference of the score, computed once and cached on the model: r (global) or
     (distinct codes (U, d) as a tensor, rho (U,)) (local)."""
     targets = np.asarray(model.codes_)
-    key = (scale, k, id(model.codes_), len(targets))
-    cache = getattr(model, "_critical_scale", None)
-    if cache is None or cache[0] != key:
+
+    def compute() -> Any:
         if scale == "global":  # the median leave-one-out neighbour distance of the codes
             t = torch.as_tensor(targets, dtype=torch.float64)
-            ref = max(float(np.median(_nn_dist(t, t, exclude_self=True)[0])), 1e-300)
-        else:
-            u, rho = local_scale(targets, k)
-            ref = (torch.as_tensor(u), rho)
-        cache = (key, ref)
-        try:
-            model._critical_scale = cache
-        except AttributeError:  # pragma: no cover - a frozen model object
-            pass
-    return cache[1]
+            return max(float(np.median(_nn_dist(t, t, exclude_self=True)[0])), 1e-300)
+        u, rho = local_scale(targets, k)
+        return torch.as_tensor(u), rho
+
+    return _cached(model, "_critical_scale", (scale, k, id(model.codes_), len(targets)), compute)
 
 
 def critical_scores(model, y: Any, *, scale: str = "local", k: int = DEFAULT_K) -> np.ndarray:

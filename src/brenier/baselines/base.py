@@ -44,12 +44,15 @@ class Baseline:
         self.fit_time_ = time.perf_counter() - t0
         return self
 
-    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
-        """Draw n codes (n, d) as float64 NumPy; the same seed gives the same codes."""
+    def _check_fitted(self) -> None:
         if not hasattr(self, "dim_"):
             from ..ot import NotFittedError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(codes) first")
+
+    def sample(self, n: int, seed: int | None = None) -> np.ndarray:
+        """Draw n codes (n, d) as float64 NumPy; the same seed gives the same codes."""
+        self._check_fitted()
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n: expected a positive integer, got {n!r}")
         seed = self.seed if seed is None else seed

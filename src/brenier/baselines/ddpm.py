@@ -210,7 +210,7 @@ class DDPMBaseline(Baseline):
         if self.sampler == "ancestral":
             steps = list(range(s.T - 1, -1, -1))
         else:
-            steps = np.unique(np.linspace(0, s.T - 1, self.sample_steps).round().astype(int))[::-1].tolist()
+            steps = self._ddim_grid(None)[::-1]
         alphas, ab, pv = (v.to(dev, torch.float32) for v in (s.alphas, s.alpha_bars, s.posterior_var))
         betas = s.betas.to(dev, torch.float32)
         with _Bar(self.progress, f"{self.name} sample (seed {seed})", len(steps)) as bar:
@@ -233,9 +233,10 @@ class DDPMBaseline(Baseline):
         return x0 if t_next is None else ab[t_next].sqrt() * x0 + (1.0 - ab[t_next]).sqrt() * eps
 
     def _ddim_grid(self, steps: int | None) -> list[int]:
+        """The DDIM subsequence of ``steps`` (default ``sample_steps``) steps in [0, T), increasing."""
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 2):
+            raise ValueError(f"steps: expected an integer ≥ 2, got {steps!r}")
         k = self.sample_steps if steps is None else steps
-        if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-            raise ValueError(f"steps: expected an integer ≥ 2, got {k!r}")
         return np.unique(np.linspace(0, self.schedule_.T - 1, k).round().astype(int)).tolist()
 
     @torch.no_grad()
@@ -282,22 +283,13 @@ class DDPMBaseline(Baseline):
             z = (np.sin((1 - s) * theta) * za + np.sin(s * theta) * zb) / math.sin(theta)
         return self.decode_latents(z, steps)
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "net_"):
-            from ..ot import NotFittedError
-
-            raise NotFittedError("this DDPM is not fitted yet: call fit(codes) first")
-
     def with_sampler(self, sampler: str, sample_steps: int | None = None) -> "DDPMBaseline":
         """A copy that shares this fitted denoiser but samples with ``sampler`` ("ancestral" or
         "ddim", ``sample_steps`` steps): DDPM and DDIM from one training run (Song et al. 2021
         sample a DDPM-trained ε_θ unchanged)."""
         import copy
 
-        if not hasattr(self, "net_"):
-            from ..ot import NotFittedError
-
-            raise NotFittedError("this DDPM is not fitted yet: call fit(codes) first")
+        self._check_fitted()
         other = copy.copy(self)
         other.__class__ = DDIMBaseline if sampler == "ddim" else DDPMBaseline
         other.sampler = sampler
