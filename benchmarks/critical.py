@@ -42,7 +42,7 @@ import torch
 from brenier._io import write_json
 from brenier.critical import (DEFAULT_LOCAL_THRESHOLD, DEFAULT_THRESHOLD, SCALES, critical_codes, critical_scores,
                               has_gap, match_events, step_size_frames)
-from brenier.datasets.scenes import occlusion_scenes, tilting_glass
+from brenier.datasets.scenes import occlusion_scenes, tilting_glass, tipping_glass
 
 ROOT = Path(__file__).resolve().parent
 
@@ -115,7 +115,7 @@ def calibrate(run, grid, critical, tol) -> tuple[float, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", choices=("occlusion", "glass"), default="occlusion")
+    ap.add_argument("--data", choices=("occlusion", "glass", "tipping"), default="occlusion")
     ap.add_argument("--train", type=int, default=80)
     ap.add_argument("--val", type=int, default=10)
     ap.add_argument("--test", type=int, default=20)
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
 
-    make = occlusion_scenes if a.data == "occlusion" else tilting_glass
+    make = {"occlusion": occlusion_scenes, "glass": tilting_glass, "tipping": tipping_glass}[a.data]
     a.frames = a.frames or (32 if a.data == "occlusion" else 48)
     a.out = a.out or ROOT / "results" / ("critical.json" if a.data == "occlusion" else f"critical_{a.data}.json")
     tr = make(a.train, a.frames, seed=1)

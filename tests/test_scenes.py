@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from brenier.datasets.scenes import critical_events, glass_critical_angle, occlusion_scenes, tilting_glass
+from brenier.datasets.scenes import (critical_events, glass_critical_angle, glass_tipping_angle, occlusion_scenes,
+                                     tilting_glass, tipping_glass)
 
 
 def test_occlusion_ground_truth():
@@ -72,3 +73,37 @@ def test_glass_spilled_frames_forget_the_fill_level():
     spilled = G.frames[:, -1, 0]                      # the last frame: about 60 degrees, all spilled
     assert (G.state[:, -1] == 1).all()
     assert len(np.unique(spilled.reshape(40, -1), axis=0)) < 40
+
+
+def test_tipping_angle_of_an_empty_glass_is_its_centre_of_mass():
+    # fill = 1/H: no liquid; walls 1 px thick: sides 2 × 13 at height 6.5, bottom 6 × 1 at 0.5,
+    # centre x = W / 2 = 4 → tan θc = 4 / y_cm (the static balance over the bottom-left corner)
+    y_cm = (26 * 6.5 + 6 * 0.5) / 32
+    assert glass_tipping_angle(13.0, 8.0, 1 / 13) == pytest.approx(np.degrees(np.arctan(4.0 / y_cm)), abs=0.3)
+    # the liquid's centre sits low: a filled glass is no easier to tip than the empty one by more than a few degrees
+    assert abs(glass_tipping_angle(13.0, 8.0, 0.5) - glass_tipping_angle(13.0, 8.0, 1 / 13)) < 5.0
+
+
+def test_tipping_glass_ground_truth():
+    G = tipping_glass(5, 48, seed=0)
+    assert G.frames.shape == (5, 48, 1, 32, 32) and G.frames.dtype == np.float32
+    assert G.frames.min() >= 0 and G.frames.max() <= 1
+    for t in range(5):
+        a, c, crit = G.angle[t], G.critical_angle[t], G.critical[t]
+        assert a[0] == 0 and a[-1] == 90 and (np.diff(a) >= 0).all()       # pushed over, lands on its side
+        np.testing.assert_array_equal(G.state[t], (a >= c).astype(int))
+        np.testing.assert_array_equal(crit, (a >= c - 2.0) & (a < 90))
+        (s, e), = critical_events(crit)                                     # one event: the tip and the fall
+        assert 3 <= e - s + 1 <= 9 and a[e + 1] == 90
+        # nothing on the table left of the standing glass; a puddle there once it has fallen
+        left = G.frames[t, :, 0, 24:27, :8].sum(axis=(1, 2))
+        assert (left[G.state[t] == 0] == 0).all() and left[-1] > 1.0
+    assert len(G.stable_frames()) == int((~G.critical).sum())
+    np.testing.assert_array_equal(tipping_glass(2, 48, seed=4).frames, tipping_glass(2, 48, seed=4).frames)
+
+
+@pytest.mark.parametrize("kw, arg", [({"n_trajectories": 0}, "n_trajectories"), ({"n_frames": 8}, "n_frames"),
+                                     ({"seed": -1}, "seed"), ({"critical_width": 0}, "critical_width"), ({"size": 16}, "size")])
+def test_tipping_glass_bad_input(kw, arg):
+    with pytest.raises(ValueError, match=arg):
+        tipping_glass(**({"n_trajectories": 1} | kw))

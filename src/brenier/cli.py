@@ -768,21 +768,22 @@ def compare_command(
 class ProcessKind(str, Enum):
     occlusion = "occlusion"
     glass = "glass"
+    tipping = "tipping"
 
 
 def _process(kind: ProcessKind, n: int, seed: int):
-    from .datasets.scenes import occlusion_scenes, tilting_glass
+    from .datasets.scenes import occlusion_scenes, tilting_glass, tipping_glass
 
     if kind is ProcessKind.occlusion:
         s = occlusion_scenes(n, 32, seed=seed)
         return s, s.count
-    s = tilting_glass(n, 48, seed=seed)
+    s = (tilting_glass if kind is ProcessKind.glass else tipping_glass)(n, 48, seed=seed)
     return s, s.state
 
 
 @app.command("critical")
 def critical_command(
-    data: ProcessKind = typer.Option(ProcessKind.occlusion, "--data", "-d", help="The process: occluding discs or a tilting glass."),
+    data: ProcessKind = typer.Option(ProcessKind.occlusion, "--data", "-d", help="The process: occluding discs, a glass tilting past its spill angle, or a glass pushed over (tipping)."),
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output directory (created if needed).", show_default=False),
     model_dir: Optional[Path] = typer.Option(None, "--model", metavar="RUN", help="Reuse a saved AEOT (default: fit one on the stable frames and save it in DIR/model).", show_default=False),
     train: int = typer.Option(80, "--train", min=2, help="Training trajectories (only their stable frames are used)."),

@@ -1,7 +1,7 @@
-"""Synthetic processes with known critical states: occluding discs and a tilting glass.
+"""Synthetic processes with known critical states: occluding discs, a tilting glass, a glass pushed over.
 
 A video model that jumps from one stable state to another skips the critical moment between
-them (three puppies become four; the juice is in the glass, then on the table). These two
+them (three puppies become four; the juice is in the glass, then on the table). These
 processes make that moment exact, so a detector can be scored against it.
 
 ``occlusion_scenes`` — 32 × 32 grayscale frames of four discs: one large bright *occluder*
@@ -33,6 +33,14 @@ processes make that moment exact, so a detector can be scored against it.
     of the picture the fill level is no longer visible, so distinct spilled states (and, at 0°,
     fill levels within a quarter pixel) render identically: 163 of the 1 797 stable frames of
     ``tilting_glass(40, seed=1)`` are exact duplicates. See ``docs/manifold.md``.
+
+``tipping_glass`` — a tipping point in the strict sense: a glass (W × H, part filled) is pushed
+    slowly about its bottom-left corner until its centre of mass (glass and liquid, the surface
+    horizontal) passes over that corner, at an angle θc computed from the static balance; then
+    it falls freely onto its side and the liquid spills into a puddle. The stable states are
+    "standing, tilted by less than θc" and "lying in its puddle"; the critical frames are the
+    balance point and the fall (θc - 2° up to landing, 3-9 frames), states a stable video
+    passes through quickly and a generator that jumps between stable states skips.
 """
 
 from __future__ import annotations
@@ -41,8 +49,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["occlusion_scenes", "OcclusionScenes", "tilting_glass", "GlassScenes", "critical_events",
-           "OCCLUSION_ANCHORS", "count_discs", "glass_critical_angle"]
+__all__ = ["occlusion_scenes", "OcclusionScenes", "tilting_glass", "tipping_glass", "GlassScenes", "critical_events",
+           "OCCLUSION_ANCHORS", "count_discs", "glass_critical_angle", "glass_tipping_angle"]
 
 #: default anchors of the three small discs in a 32 × 32 frame (x, y), in pixels
 OCCLUSION_ANCHORS = ((8.0, 9.0), (24.0, 11.0), (15.0, 24.0))
@@ -258,31 +266,161 @@ def tilting_glass(
     state = (angle > theta_c[:, None]).astype(np.int64)
     critical = np.abs(angle - theta_c[:, None]) <= critical_width
 
-    # render at 4× supersampling: local coordinates of every sub-pixel in the glass frame
-    ss = 4
+    puddle = np.where(spilled > 0, spilled / 1.5, 0.0)             # thickness 1.5 px, length ∝ volume
+    frames = _render_glass(th, level, puddle, W, H, pivot, size)
+    return GlassScenes(frames, angle, theta_c, state, critical)
+
+
+def _render_glass(th: np.ndarray, level: np.ndarray, puddle: np.ndarray, W: float, H: float, pivot: np.ndarray,
+                  size: int, ss: int = 4) -> np.ndarray:
+    """Frames (T, F, 1, S, S) float32 of a W × H glass tilted by ``th`` (T, F) radians about its
+    bottom-left corner (``pivot``, pixels, y down; the top moves left), liquid below the world
+    height ``level`` (T, F), a puddle ``puddle`` (T, F) px long on the table left of the rim.
+    Walls 1.0, liquid and puddle 0.5, table 0.8; rendered at ``ss``× supersampling."""
     g = (np.arange(size * ss) + 0.5) / ss
     X, Y = np.meshgrid(g, g)                                        # Y grows downwards
     wx, wy = X - pivot[0], pivot[1] - Y                             # world, y up, origin at the pivot
+    T, F = th.shape
     frames = np.empty((T, F, 1, size, size), dtype=np.float32)
+    table = 0.8 * ((wy < -0.2) & (wy > -1.2))
     for i in range(T):
         for f in range(F):
             t_ = th[i, f]
             ct, st = np.cos(t_), np.sin(t_)
-            # world → local (inverse rotation by +θ counter-clockwise: the top tilts left)
+            # world → local (inverse rotation by +θ counter-clockwise)
             lx = wx * ct + wy * st
             ly = -wx * st + wy * ct
             inside = (lx >= 0) & (lx <= W) & (ly >= 0) & (ly <= H)
             wall = inside & ((lx < 1.0) | (lx > W - 1.0) | (ly < 1.0))
             liquid = inside & (wy <= level[i, f]) & ~wall
             img = 0.5 * liquid + 1.0 * wall
-            if spilled[i, f] > 0:
-                # a puddle on the table (y = 0, to the left of the tilted rim), thickness 1 px, length ∝ volume
-                length = spilled[i, f] / 1.5
-                x0 = -np.sin(t_) * H - 0.5
-                puddle = (wy >= -0.2) & (wy <= 1.3) & (wx <= x0) & (wx >= x0 - length) & ~inside
-                img = np.maximum(img, 0.5 * puddle)
-            img = np.maximum(img, 0.8 * ((wy < -0.2) & (wy > -1.2)))   # the table
+            if puddle[i, f] > 0:
+                # on the table (y = 0), starting half a pixel left of the rim (local (0, H))
+                x0 = -st * H - 0.5
+                pud = (wy >= -0.2) & (wy <= 1.3) & (wx <= x0) & (wx >= x0 - puddle[i, f]) & ~inside
+                img = np.maximum(img, 0.5 * pud)
+            img = np.maximum(img, table)
             frames[i, f, 0] = img.reshape(size, ss, size, ss).mean(axis=(1, 3))
+    return frames
+
+
+# ------------------------------------------------------------------ tipping glass
+def _tip_offset(theta: np.ndarray, W: float, H: float, h0: float, glass_density: float, n: int = 96) -> np.ndarray:
+    """World x of the centre of mass of the glass and its liquid (liquid surface horizontal, no
+    spill), relative to the pivot, for tilts ``theta`` (radians): positive while the glass would
+    fall back upright, zero at the tipping angle. Midpoint rule on an n × n grid of the glass."""
+    lx, ly = np.meshgrid((np.arange(n) + 0.5) / n * W, (np.arange(n) + 0.5) / n * H)
+    wall = (lx < 1.0) | (lx > W - 1.0) | (ly < 1.0)
+    area0 = (W - 2.0) * (h0 - 1.0)                                   # liquid inside the walls
+    out = np.empty(np.shape(theta))
+    for k, t in enumerate(np.ravel(theta)):
+        ct, st = np.cos(t), np.sin(t)
+        wx, wy = lx * ct - ly * st, lx * st + ly * ct
+        c = _liquid_level(np.array([t]), W - 2.0, H - 1.0, area0)[0]   # the inner cavity's surface ...
+        # ... measured from the cavity's own corner (local (1, 1)) → world height of that corner
+        c += 1.0 * st + 1.0 * ct
+        liquid = ~wall & (wy <= c)
+        m = glass_density * wall + liquid
+        out.flat[k] = (m * wx).sum() / m.sum()
+    return out
+
+
+def glass_tipping_angle(height: float, width: float, fill: float, glass_density: float = 2.0) -> float:
+    """Tipping angle θc in degrees of a W × H glass (walls 1 unit thick, density ``glass_density``
+    relative to the liquid) filled to h0 = fill·H, standing on its bottom-left corner: the tilt at
+    which the centre of mass of glass and liquid passes over that corner. Found by bisection on
+    the static balance (liquid surface horizontal, as in a slow push); ``tan θc = x_cm / y_cm``
+    of the upright glass would ignore the liquid's shift towards the pivot."""
+    lo, hi = 0.0, np.radians(89.0)
+    h0 = fill * height
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        if _tip_offset(np.array([mid]), width, height, h0, glass_density)[0] > 0:
+            lo = mid
+        else:
+            hi = mid
+    return float(np.degrees(0.5 * (lo + hi)))
+
+
+def tipping_glass(
+    n_trajectories: int,
+    n_frames: int = 48,
+    seed: int = 0,
+    *,
+    size: int = 32,
+    critical_width: float = 2.0,
+) -> GlassScenes:
+    """``n_trajectories`` videos of a glass pushed over: it tilts slowly about its bottom-left
+    corner until its centre of mass passes over that corner, falls onto its side and spills.
+
+    Geometry (pixels): W = 8, H = 13, walls 1 px, glass twice as dense as the liquid, filled to
+    h0 = fill·H with fill in [0.3, 0.6] per trajectory. The tipping angle θc (37°–39° here) is
+    computed from the static balance (``glass_tipping_angle``); the liquid reaches the rim only
+    later (so nothing spills while the glass is pushed). The push tilts the glass smoothly,
+    θ(t) = θc (t / t_tip)^p, with t_tip in [0.35, 0.55]·(F - 1) and p in [0.8, 1.25]; past θc the
+    glass falls freely about the corner, φ'' = λ² sin φ (φ = θ - θc, λ in [0.6, 0.9] per frame,
+    starting at the push's angular speed), and lands at 90° about 4-7 frames later. Liquid
+    over the rim spills; the puddle on the table spreads (time constant 1.5 frames) to a length
+    ∝ √(spilled volume).
+
+    ``critical``: frames from θc - ``critical_width`` until the glass lands — the unstable
+    moment (balanced on its corner) and the fall, a state no stable video lingers in.
+    ``state``: 0 standing (θ < θc), 1 tipped. ``critical_angle``: θc per trajectory.
+    """
+    T = _check_int(n_trajectories, "n_trajectories", 1)
+    F = _check_int(n_frames, "n_frames", 16)
+    size = _check_int(size, "size", 32)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    critical_width = _check_pos(critical_width, "critical_width")
+    rng = np.random.default_rng(seed)
+    k = size / 32.0
+    W, H = 8.0 * k, 13.0 * k
+    pivot = np.array([22.0 * k, 0.85 * size])
+    fill = rng.uniform(0.3, 0.6, T)
+    theta_c = np.array([glass_tipping_angle(H, W, f) for f in fill])
+    t_tip = rng.uniform(0.35, 0.55, T) * (F - 1)
+    p = rng.uniform(0.8, 1.25, T)
+    lam = rng.uniform(0.6, 0.9, T)
+    t = np.arange(F, dtype=np.float64)
+    angle = np.empty((T, F))
+    for i in range(T):
+        push = t <= t_tip[i]
+        angle[i, push] = theta_c[i] * (t[push] / t_tip[i]) ** p[i]
+        # the fall: integrate φ'' = λ² sin φ from the tipping time (RK4, step 1/50 frame)
+        phi, om = 0.0, np.radians(p[i] * theta_c[i] / t_tip[i])
+        phi_land = np.radians(90.0 - theta_c[i])
+        h, tt = 0.02, t_tip[i]
+        f = lambda y: np.array([y[1], lam[i] ** 2 * np.sin(y[0])])
+        y = np.array([phi, om])
+        for j in np.flatnonzero(~push):
+            while tt < t[j] and y[0] < phi_land:
+                s = min(h, t[j] - tt)
+                k1 = f(y); k2 = f(y + s / 2 * k1); k3 = f(y + s / 2 * k2); k4 = f(y + s * k3)
+                y = y + s / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+                tt += s
+            tt = max(tt, t[j])
+            angle[i, j] = 90.0 if y[0] >= phi_land else theta_c[i] + np.degrees(y[0])
+    th = np.radians(angle)
+    # liquid: the inner cavity (W - 2) × (H - 1) holds (W - 2)(h0 - 1); what is above its rim spills
+    Wi, Hi = W - 2.0, H - 1.0
+    area0 = Wi * (fill * H - 1.0)
+    rim = np.where(Wi * np.tan(th) <= Hi, Wi * Hi - Wi * Wi * np.tan(th) / 2.0,
+                   Hi * Hi / (2 * np.tan(np.maximum(th, 1e-9))))
+    rim = np.where(angle >= 90.0, 0.0, rim)
+    kept = np.minimum(area0[:, None], rim)
+    spilled = area0[:, None] - kept
+    # the cavity's corner is local (1, 1): its world height is sin θ + cos θ
+    level = _liquid_level(th, Wi, Hi, kept) + np.sin(th) + np.cos(th)
+    level = np.where(kept > 1e-9, level, -np.inf)
+    # the puddle spreads after the spill begins
+    t_spill = np.array([t[np.argmax(spilled[i] > 0)] if (spilled[i] > 0).any() else np.inf for i in range(T)])
+    spread = 1.0 - np.exp(-np.clip(t[None, :] - t_spill[:, None] + 1.0, 0.0, None) / 1.5)
+    puddle = 1.6 * k * np.sqrt(spilled / k) * spread
+    landed = angle >= 90.0
+    state = (angle >= theta_c[:, None]).astype(np.int64)
+    critical = (angle >= theta_c[:, None] - critical_width) & ~landed
+    frames = _render_glass(th, level, puddle, W, H, pivot, size)
     return GlassScenes(frames, angle, theta_c, state, critical)
 
 
