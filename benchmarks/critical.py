@@ -1,8 +1,8 @@
-"""Benchmark: finding the critical frames of a process (occlusion, tilting glass) in the latent space of an AEOT.
+"""Benchmark: finding the critical frames of a process (occlusion, tilting glass, tipping glass) in the latent space of an AEOT.
 
 Protocol (all seeds fixed):
 
-1. ``occlusion_scenes`` / ``tilting_glass``: ``--train`` trajectories (seed 1) give the training
+1. ``occlusion_scenes`` / ``tilting_glass`` / ``tipping_glass``: ``--train`` trajectories (seed 1) give the training
    frames — only their *stable* frames (not critical), each distinct frame once (identical frames
    are one state, and duplicate OT targets stall the Newton solver), are used to fit ``AEOT``
    (conv autoencoder, latent ``--latent``, OT map on the normalised codes, singular set).
@@ -23,6 +23,7 @@ Protocol (all seeds fixed):
     python benchmarks/critical.py                  # fit (≈ 2-4 min on 2 CPU cores) and score
     python benchmarks/critical.py --model runs/critical_bench/occlusion_model   # reuse a fitted model
     python benchmarks/critical.py --data glass --train 40                     # the tilting glass
+    python benchmarks/critical.py --data tipping --train 60                   # the glass pushed over (latent 3)
 
 Prints a table and writes JSON to ``benchmarks/results/critical.json``.
 """
@@ -120,7 +121,8 @@ def main(argv=None) -> int:
     ap.add_argument("--val", type=int, default=10)
     ap.add_argument("--test", type=int, default=20)
     ap.add_argument("--frames", type=int, default=None, help="frames per trajectory (default 32 occlusion, 48 glass)")
-    ap.add_argument("--latent", type=int, default=8)
+    ap.add_argument("--latent", type=int, default=None,
+                    help="latent dimension (default 8; 3 for tipping, whose frames have intrinsic dimension about 2.2-2.7)")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--max-train-time", type=float, default=150.0)
     ap.add_argument("--tol", type=int, default=2)
@@ -138,6 +140,7 @@ def main(argv=None) -> int:
 
     make = {"occlusion": occlusion_scenes, "glass": tilting_glass, "tipping": tipping_glass}[a.data]
     a.frames = a.frames or (32 if a.data == "occlusion" else 48)
+    a.latent = a.latent or (3 if a.data == "tipping" else 8)
     a.out = a.out or ROOT / "results" / ("critical.json" if a.data == "occlusion" else f"critical_{a.data}.json")
     tr = make(a.train, a.frames, seed=1)
     va = make(a.val, a.frames, seed=3)

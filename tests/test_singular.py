@@ -262,3 +262,22 @@ def test_trusted(ring, square):
     T = SingularSet(adjacency=S.adjacency, angles=S.angles, detour=S.detour, singular=S.singular,
                     modes=split, targets=S.targets)
     assert T.n_modes == S.n_modes + 1 and not T.trusted
+
+
+def test_a_change_of_mode_is_a_crossing_even_where_the_sampled_adjacency_missed_the_facet(ring):
+    # a sampled adjacency can miss facets; the modes are the pieces of the regular pairs, so a
+    # facet between two modes is singular whether or not it was sampled
+    import dataclasses
+
+    from brenier.singular import crossings
+
+    d, ot, S = ring
+    missed = dataclasses.replace(S, adjacency=S.adjacency[~S.singular], angles=S.angles[~S.singular],
+                                 detour=S.detour[~S.singular], singular=np.zeros((~S.singular).sum(), bool))
+    assert missed.n_facets == 0 and missed.n_modes == S.n_modes
+    a, b = S.facets[:, 0], S.facets[:, 1]
+    assert S.separates(a, b).all() and missed.separates(a, b)[S.modes[a] != S.modes[b]].all()
+    i, j = S.adjacency[~S.singular].T
+    assert not missed.separates(i, j).any()                      # regular pairs stay regular
+    path = np.linspace([-0.8, 0.0], [0.8, 0.0], 40)
+    np.testing.assert_array_equal(crossings(ot, path, missed), crossings(ot, path, S))

@@ -787,7 +787,7 @@ def critical_command(
     out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="Output directory (created if needed).", show_default=False),
     model_dir: Optional[Path] = typer.Option(None, "--model", metavar="RUN", help="Reuse a saved AEOT (default: fit one on the stable frames and save it in DIR/model).", show_default=False),
     train: int = typer.Option(80, "--train", min=2, help="Training trajectories (only their stable frames are used)."),
-    latent: int = typer.Option(8, "--latent", min=1, help="Latent dimension of a new model."),
+    latent: Optional[int] = typer.Option(None, "--latent", min=1, help="Latent dimension of a new model. Default 8; 3 for tipping (its frames have intrinsic dimension about 2.2-2.7, and the OT solver is much faster near it).", show_default=False),
     epochs: int = typer.Option(40, "--epochs", min=1, help="Autoencoder epochs of a new model."),
     max_train_time: float = typer.Option(150.0, "--max-train-time", help="Cap on the autoencoder's training time (s)."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Score above which a frame is critical. Default 1.0 with --scale local (distance to the nearest stable code / the local 8-NN radius there), 3.0 with --scale global (/ the median neighbour distance).", show_default=False),
@@ -806,6 +806,7 @@ def critical_command(
         _fail(f"--threshold: expected a positive number, got {threshold}")
     if scale not in ("local", "global"):
         _fail(f"--scale: expected local or global, got {scale!r}")
+    latent = latent or (3 if data is ProcessKind.tipping else 8)
     t0 = time.perf_counter()
     out = _prepare_out(out)
     con = _out()

@@ -203,13 +203,16 @@ def _fold_into_source(source, x: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _first_singular(ot, a, b, sing_keys, n_t):
-    """(t, i, j) of the first singular facet crossed on the segment a -> b, or None."""
+def _first_singular(ot, a, b, S):
+    """(t, i, j) of the first singular facet (``S.separates``) crossed on the segment a -> b, or None."""
     from .singular import cell_walk
 
     cells, entries = cell_walk(ot, a, b)
-    for m in range(1, len(cells)):
-        if int(cells[m - 1] * n_t + cells[m]) in sing_keys:
+    if len(cells) > 1:
+        c = np.asarray(cells, dtype=np.int64)
+        hit = np.flatnonzero(S.separates(c[:-1], c[1:]))
+        if len(hit):
+            m = int(hit[0]) + 1
             return entries[m], cells[m - 1], cells[m]
     return None
 
@@ -219,7 +222,8 @@ def reflect_walk(ot, n_steps: int, step: float, seed: int | None = None, *, x0=N
 
     Each step proposes x' = x + step · z / sqrt(d), z ~ N(0, I) (mean step length ≈ ``step``).
     A proposal that leaves a ball or box source is reflected at its boundary. If the segment
-    x -> x' crosses a singular facet between cells a (x's side) and b, x' is replaced by its
+    x -> x' crosses a singular facet (``S.separates``: a sampled singular facet or a change of
+    mode) between cells a (x's side) and b, x' is replaced by its
     mirror image in the facet's hyperplane <x, y_a - y_b> + h_a - h_b = 0 and the segment is
     checked again (up to ``max_reflections`` times; if it still crosses, the walk stays put).
     So ``ot.crossings(path)`` of the result is empty and every point maps into the start's mode.
@@ -232,8 +236,6 @@ def reflect_walk(ot, n_steps: int, step: float, seed: int | None = None, *, x0=N
     seed = _seed(seed)
     d = ot.targets_.shape[1]
     S = _singular(ot)
-    n_t = len(S.modes)
-    sing_keys = set(S.pair_keys(regular=False).tolist())
     y = ot._unique_targets.double()
     h = ot._unique_heights.double()
     gen = torch.Generator().manual_seed(seed)
@@ -251,7 +253,7 @@ def reflect_walk(ot, n_steps: int, step: float, seed: int | None = None, *, x0=N
         for _r in range(max_reflections + 1):
             if prop is None:
                 break
-            hit = _first_singular(ot, x, prop, sing_keys, n_t)
+            hit = _first_singular(ot, x, prop, S)
             if hit is None:
                 nxt = prop
                 break

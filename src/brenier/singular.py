@@ -159,6 +159,16 @@ class SingularSet:
         n = len(self.modes)
         return np.unique(np.r_[a[:, 0] * n + a[:, 1], a[:, 1] * n + a[:, 0]]).astype(np.int64)
 
+    def separates(self, a, b) -> np.ndarray:
+        """(P,) bool: is the facet between the cells of targets a[p] and b[p] singular? True for
+        the sampled singular facets and for any two cells of different modes: the modes are the
+        pieces of the regular pairs, so a facet between two of them is singular even where the
+        sampled adjacency missed it."""
+        a = np.asarray(a, dtype=np.int64).reshape(-1)
+        b = np.asarray(b, dtype=np.int64).reshape(-1)
+        n = len(self.modes)
+        return (self.modes[a] != self.modes[b]) | np.isin(a * n + b, self.pair_keys(regular=False))
+
     def compatible(self, a, b) -> np.ndarray:
         """(P,) bool: may targets a[p] and b[p] be blended? True when a == b, else when they are
         in the same mode and the pair passes the facet rule (detour <= kappa, or angle <= threshold),
@@ -601,21 +611,19 @@ def crossings(ot, path, S: SingularSet) -> np.ndarray:
     """int64 indices k where the segment path[k] -> path[k+1] crosses a singular facet of S.
 
     path : (T, d), T >= 2. Exact: the segment's cell walk is followed and each consecutive pair
-    of cells is looked up among the singular facets.
+    of cells is checked with ``S.separates`` (a singular facet, or a change of mode).
     """
     from ._array import as_points
 
     ot._check_fitted()
     d = ot.targets_.shape[1]
     p = as_points(path, "path", dim=d, dtype=torch.float64, min_rows=2)
-    keys = S.pair_keys(regular=False)
-    n = len(S.modes)
     out = []
     for k in range(len(p) - 1):
         cells, _ = cell_walk(ot, p[k], p[k + 1])
         if len(cells) > 1:
             c = np.asarray(cells, dtype=np.int64)
-            if np.isin(c[:-1] * n + c[1:], keys).any():
+            if S.separates(c[:-1], c[1:]).any():
                 out.append(k)
     return np.asarray(out, dtype=np.int64)
 

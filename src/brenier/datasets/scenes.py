@@ -272,20 +272,22 @@ def tilting_glass(
 
 
 def _render_glass(th: np.ndarray, level: np.ndarray, puddle: np.ndarray, W: float, H: float, pivot: np.ndarray,
-                  size: int, ss: int = 4) -> np.ndarray:
+                  size: int, ss: int = 4, shift: np.ndarray | None = None) -> np.ndarray:
     """Frames (T, F, 1, S, S) float32 of a W × H glass tilted by ``th`` (T, F) radians about its
-    bottom-left corner (``pivot``, pixels, y down; the top moves left), liquid below the world
-    height ``level`` (T, F), a puddle ``puddle`` (T, F) px long on the table left of the rim.
-    Walls 1.0, liquid and puddle 0.5, table 0.8; rendered at ``ss``× supersampling."""
+    bottom-left corner (``pivot``, pixels, y down, moved right by ``shift`` (T, F) px; the top
+    moves left), liquid below the world height ``level`` (T, F), a puddle ``puddle`` (T, F) px
+    long on the table left of the rim. Walls 1.0, liquid and puddle 0.5, table 0.8; rendered at
+    ``ss``× supersampling."""
     g = (np.arange(size * ss) + 0.5) / ss
     X, Y = np.meshgrid(g, g)                                        # Y grows downwards
-    wx, wy = X - pivot[0], pivot[1] - Y                             # world, y up, origin at the pivot
     T, F = th.shape
     frames = np.empty((T, F, 1, size, size), dtype=np.float32)
+    wy = pivot[1] - Y                                               # world, y up, origin at the pivot
     table = 0.8 * ((wy < -0.2) & (wy > -1.2))
     for i in range(T):
         for f in range(F):
             t_ = th[i, f]
+            wx = X - pivot[0] - (0.0 if shift is None else shift[i, f])
             ct, st = np.cos(t_), np.sin(t_)
             # world → local (inverse rotation by +θ counter-clockwise)
             lx = wx * ct + wy * st
@@ -359,8 +361,9 @@ def tipping_glass(
     later (so nothing spills while the glass is pushed). The push tilts the glass smoothly,
     θ(t) = θc (t / t_tip)^p, with t_tip in [0.35, 0.55]·(F - 1) and p in [0.8, 1.25]; past θc the
     glass falls freely about the corner, φ'' = λ² sin φ (φ = θ - θc, λ in [0.6, 0.9] per frame,
-    starting at the push's angular speed), and lands at 90° about 4-7 frames later. Liquid
-    over the rim spills; the puddle on the table spreads (time constant 1.5 frames) to a length
+    starting at the push's angular speed), its corner slipping left by 0-3 px, and lands at
+    90° about 4-7 frames later. Liquid
+    over the rim spills; the puddle on the table spreads (time constant 6 frames) to a length
     ∝ √(spilled volume).
 
     ``critical``: frames from θc - ``critical_width`` until the glass lands — the unstable
@@ -376,12 +379,13 @@ def tipping_glass(
     rng = np.random.default_rng(seed)
     k = size / 32.0
     W, H = 8.0 * k, 13.0 * k
-    pivot = np.array([22.0 * k, 0.85 * size])
+    pivot = np.array([23.0 * k, 0.85 * size])
     fill = rng.uniform(0.3, 0.6, T)
     theta_c = np.array([glass_tipping_angle(H, W, f) for f in fill])
     t_tip = rng.uniform(0.35, 0.55, T) * (F - 1)
     p = rng.uniform(0.8, 1.25, T)
     lam = rng.uniform(0.6, 0.9, T)
+    slide = rng.uniform(0.0, 3.0, T) * k                         # the corner slips left as it falls
     t = np.arange(F, dtype=np.float64)
     angle = np.empty((T, F))
     for i in range(T):
@@ -415,12 +419,13 @@ def tipping_glass(
     level = np.where(kept > 1e-9, level, -np.inf)
     # the puddle spreads after the spill begins
     t_spill = np.array([t[np.argmax(spilled[i] > 0)] if (spilled[i] > 0).any() else np.inf for i in range(T)])
-    spread = 1.0 - np.exp(-np.clip(t[None, :] - t_spill[:, None] + 1.0, 0.0, None) / 1.5)
-    puddle = 1.6 * k * np.sqrt(spilled / k) * spread
+    spread = 1.0 - np.exp(-np.clip(t[None, :] - t_spill[:, None] + 1.0, 0.0, None) / 6.0)
+    puddle = 0.9 * k * np.sqrt(spilled / k) * spread
     landed = angle >= 90.0
     state = (angle >= theta_c[:, None]).astype(np.int64)
     critical = (angle >= theta_c[:, None] - critical_width) & ~landed
-    frames = _render_glass(th, level, puddle, W, H, pivot, size)
+    shift = -slide[:, None] * np.clip((angle - theta_c[:, None]) / (90.0 - theta_c[:, None]), 0.0, 1.0)
+    frames = _render_glass(th, level, puddle, W, H, pivot, size, shift=shift)
     return GlassScenes(frames, angle, theta_c, state, critical)
 
 
