@@ -267,11 +267,12 @@ def test_plot_transport_2d_polygon_with_hole(tmp_path):
 
 
 # ---------------------------------------------------------------- brenier critical
-def test_critical_command_end_to_end(tmp_path):
+@pytest.mark.parametrize("data, latent", [("occlusion", ["--latent", "2"]), ("tipping", [])])
+def test_critical_command_end_to_end(tmp_path, data, latent):
     """A deliberately tiny fit: every output is written, the walk stays in one mode, and the
     three decoded paths (walk, diffusion-latent interpolation, straight interpolation) are recorded."""
     out = tmp_path / "crit"
-    result = invoke("critical", "--data", "occlusion", "--train", "4", "--epochs", "2", "--latent", "2",
+    result = invoke("critical", "--data", data, "--train", "4", "--epochs", "2", *latent,
                     "--diffusion-steps", "20", "--out", out, "--device", "cpu")
     assert result.exit_code == 0, result.output
     for f in ("filmstrip.png", "score.png", "walk.png"):
@@ -281,3 +282,4 @@ def test_critical_command_end_to_end(tmp_path):
     assert len(s["diffusion_interpolation_modes"]) == len(s["interpolation_modes"]) == 16
     assert s["diffusion"]["train_steps"] == 20 and 0 <= s["heldout"]["precision"] <= 1
     assert "diffusion interpolation" in result.output
+    assert s["latent_dim"] == (2 if data == "occlusion" else 3)   # tipping: latent 3 by default

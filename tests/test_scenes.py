@@ -82,6 +82,9 @@ def test_tipping_angle_of_an_empty_glass_is_its_centre_of_mass():
     assert glass_tipping_angle(13.0, 8.0, 1 / 13) == pytest.approx(np.degrees(np.arctan(4.0 / y_cm)), abs=0.3)
     # the liquid's centre sits low: a filled glass is no easier to tip than the empty one by more than a few degrees
     assert abs(glass_tipping_angle(13.0, 8.0, 0.5) - glass_tipping_angle(13.0, 8.0, 1 / 13)) < 5.0
+    for bad in ({"fill": 1.5}, {"fill": 0.0}, {"width": 2.0}, {"height": -1.0}, {"glass_density": 0.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            glass_tipping_angle(**({"height": 13.0, "width": 8.0, "fill": 0.5} | bad))
 
 
 def test_tipping_glass_ground_truth():

@@ -813,6 +813,10 @@ def critical_command(
     tr, _ = _process(data, train, 3 * seed + 1)
     te, state = _process(data, 6, 3 * seed + 2)
     stable = tr.stable_frames()
+    # identical stable frames (the glass once its puddle has stopped spreading) are one state:
+    # fitted once, as in benchmarks/critical.py (the OT would merge their codes anyway)
+    _, first = np.unique(stable.reshape(len(stable), -1), axis=0, return_index=True)
+    n_stable, stable = len(stable), stable[np.sort(first)]
     if model_dir is not None:
         model = _user_errors(lambda: AEOT.load(model_dir, device=device.value))
         if tuple(model.image_shape_) != tuple(stable.shape[1:]):
@@ -820,7 +824,8 @@ def critical_command(
                   f"frames are {tuple(stable.shape[1:])} (a run fitted on other data)")
         con.print(Text(f"brenier critical: reusing the model in {model_dir} (latent dimension {model.latent_dim})"))
     else:
-        con.print(Text.assemble(("brenier critical", "bold"), f": fitting AEOT (latent {latent}) on {len(stable):,} stable frames of {train} {data.value} trajectories"))
+        con.print(Text.assemble(("brenier critical", "bold"), f": fitting AEOT (latent {latent}) on the {len(stable):,} distinct stable frames "
+                                f"({n_stable:,} in all) of {train} {data.value} trajectories"))
         model = AEOT(latent, device=device.value, seed=seed, epochs=epochs, patience=8, max_train_time=max_train_time,
                      ae_options={"channels": (16, 32), "hidden": 128})
         _user_errors(lambda: model.fit(stable, progress=True))
@@ -899,7 +904,7 @@ def critical_command(
     }
     write_json(out / "summary.json", summary)
     rows = [
-        ("data", f"{data.value}: model on {len(stable):,} stable frames; {T} held-out trajectories, {tot['n_events']} critical events"),
+        ("data", f"{data.value}: model on {len(stable):,} distinct stable frames; {T} held-out trajectories, {tot['n_events']} critical events"),
         ("modes", f"{int(modes.max() + 1)} from the {r0.modes_from} rule (the singular set has {S.n_modes} mode(s), {S.n_facets} singular facets)"),
         ("critical_frames", f"precision {prec:.2f}, recall {rec:.2f} (±2 frames; {tot['n_detected']} frames reported)"),
         ("latent step > 1.5× median", f"precision {_fmt(aprec if alt['n_detected'] else None, '.2f')}, recall {arec:.2f} ({alt['n_detected']} frames reported)"),

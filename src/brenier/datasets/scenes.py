@@ -333,6 +333,12 @@ def glass_tipping_angle(height: float, width: float, fill: float, glass_density:
     which the centre of mass of glass and liquid passes over that corner. Found by bisection on
     the static balance (liquid surface horizontal, as in a slow push); ``tan θc = x_cm / y_cm``
     of the upright glass would ignore the liquid's shift towards the pivot."""
+    height, width = _check_pos(height, "height"), _check_pos(width, "width")
+    if width <= 2 or height <= 1:
+        raise ValueError(f"width, height: the walls are 1 unit thick, so expected width > 2 and height > 1, got {width}, {height}")
+    if isinstance(fill, bool) or not isinstance(fill, (int, float, np.floating)) or not 1.0 / height <= fill <= 1.0:
+        raise ValueError(f"fill: expected a number in [1/height, 1] (the bottom is 1 unit thick), got {fill!r}")
+    glass_density = _check_pos(glass_density, "glass_density")
     lo, hi = 0.0, np.radians(89.0)
     h0 = fill * height
     for _ in range(40):
