@@ -368,9 +368,8 @@ def tipping_glass(
     θ(t) = θc (t / t_tip)^p, with t_tip in [0.35, 0.55]·(F - 1) and p in [0.8, 1.25]; past θc the
     glass falls freely about the corner, φ'' = λ² sin φ (φ = θ - θc, λ in [0.6, 0.9] per frame,
     starting at the push's angular speed), its corner slipping left by 0-3 px, and lands at
-    90° about 4-7 frames later. Liquid
-    over the rim spills; the puddle on the table spreads (time constant 6 frames) to a length
-    ∝ √(spilled volume).
+    90° about 4-7 frames later. Liquid over the rim spills; the puddle on the table spreads
+    (time constant 6 frames) to a length ∝ √(spilled volume).
 
     ``critical``: frames from θc - ``critical_width`` until the glass lands — the unstable
     moment (balanced on its corner) and the fall, a state no stable video lingers in.
@@ -426,7 +425,7 @@ def tipping_glass(
     # the puddle spreads after the spill begins
     t_spill = np.array([t[np.argmax(spilled[i] > 0)] if (spilled[i] > 0).any() else np.inf for i in range(T)])
     spread = 1.0 - np.exp(-np.clip(t[None, :] - t_spill[:, None] + 1.0, 0.0, None) / 6.0)
-    puddle = 0.9 * k * np.sqrt(spilled / k) * spread
+    puddle = 0.9 * np.sqrt(spilled) * spread                      # px; spilled is an area in px²
     landed = angle >= 90.0
     state = (angle >= theta_c[:, None]).astype(np.int64)
     critical = (angle >= theta_c[:, None] - critical_width) & ~landed
