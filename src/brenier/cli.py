@@ -810,13 +810,13 @@ def critical_command(
     t0 = time.perf_counter()
     out = _prepare_out(out)
     con = _out()
-    tr, _ = _process(data, train, 3 * seed + 1)
+    tr, truth = _process(data, train, 3 * seed + 1)
     te, state = _process(data, 6, 3 * seed + 2)
-    stable = tr.stable_frames()
+    stable, stable_truth = tr.stable_frames(), truth[~tr.critical]
     # identical stable frames (the glass once its puddle has stopped spreading) are one state:
     # fitted once, as in benchmarks/critical.py (the OT would merge their codes anyway)
     _, first = np.unique(stable.reshape(len(stable), -1), axis=0, return_index=True)
-    n_stable, stable = len(stable), stable[np.sort(first)]
+    n_stable, stable, stable_truth = len(stable), stable[np.sort(first)], stable_truth[np.sort(first)]
     if model_dir is not None:
         model = _user_errors(lambda: AEOT.load(model_dir, device=device.value))
         if tuple(model.image_shape_) != tuple(stable.shape[1:]):
@@ -869,6 +869,13 @@ def critical_command(
     modes = labels(codes)
     a = int(np.flatnonzero(modes == m_walk[0])[0])
     others = np.flatnonzero(modes != m_walk[0])
+    if model_dir is None:
+        # a model fitted here: its codes are these stable frames, whose ground truth (visible count,
+        # glass state) is known; end at the nearest code of another mode *and* another state, so
+        # that the interpolations cross between two physical states, not two pieces of one
+        state = stable_truth[np.asarray(model.code_index_)]
+        differ = others[state[others] != state[a]]
+        others = differ if len(differ) else others
     b = int(others[np.argmin(np.linalg.norm(codes[others] - codes[a], axis=1))]) if len(others) else a
     s = np.linspace(0.0, 1.0, n_frames)[:, None]
     y_line = (1 - s) * codes[a] + s * codes[b]
@@ -890,7 +897,8 @@ def critical_command(
     plot_paths(out / "walk.png", [("reflect_walk\n(OT, respects\nthe singular set)", f_walk, cap(f_walk, m_walk)),
                                   ("diffusion-latent\ninterpolation\n(DDIM slerp)", f_diff, cap(f_diff, m_diff)),
                                   ("straight latent\ninterpolation", f_line, cap(f_line, m_line))],
-               title="generated paths, decoded — m: mode of the code, n: visible discs read off the pixels, !: mode jump")
+               title="generated paths, decoded — m: mode of the code" + (", n: visible discs read off the pixels" if data is ProcessKind.occlusion else "")
+               + ", !: mode jump")
     summary = {
         "data": data.value, "n_train_trajectories": train, "n_stable_frames": int(len(stable)), "latent_dim": int(model.latent_dim),
         "threshold": threshold, "scale": scale, "modes_from": r0.modes_from, "n_modes": int(modes.max() + 1), "singular_set_modes": int(S.n_modes),

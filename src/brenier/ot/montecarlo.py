@@ -28,7 +28,13 @@ which power cell each of M source samples falls in.
     early steps are cheap and only the last few are expensive;
   - in low dimension (d ≤ 3) a fresh run starts from a coarse-to-fine solution
     (``multiscale_heights``, Mérigot 2011) with κ = 4, not from the contracted Voronoi diagram,
-    whose cell masses differ there by orders of magnitude. d ≥ 4 runs are unchanged by this.
+    whose cell masses differ there by orders of magnitude. d ≥ 4 runs are unchanged by this;
+  - a cell that no near-tie sample touches (empty, or nearly) has a diagonal floored at half
+    the median diagonal of its 8 nearest targets (``local_floor``), not the global median: the
+    entries scale like 1 / |y_i − y_j|, so in a tight cluster of targets (the codes of one
+    stable state that varies little) a globally floored empty cell overshoots by orders of
+    magnitude, and the cluster's cells trade emptiness for hundreds of steps
+    (``benchmarks/newton_floor.py``).
 
 Monte Carlo noise floor: with M samples, a cell of mass nu is counted with standard deviation
 sqrt(nu (1 − nu) / M); summed over N cells the total-variation estimate of a *perfect* solution is
@@ -201,8 +207,11 @@ def _advance(state: SolverState, rec: dict, h_evaluated: torch.Tensor, callback:
         callback(rec, h_evaluated)
 
 
-def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float = 0.02, cg_tol: float = 1e-4, max_cg: int = 300) -> torch.Tensor:
-    """Solve H δ = g with H the near-tie estimate of the Hessian (a graph Laplacian), mean-zero δ."""
+def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float = 0.02, cg_tol: float = 1e-4, max_cg: int = 300,
+                     neighbours: torch.Tensor | None = None) -> torch.Tensor:
+    """Solve H δ = g with H the near-tie estimate of the Hessian (a graph Laplacian), mean-zero δ.
+
+    neighbours: (N, k) indices of each target's nearest targets, for the local diagonal floor."""
     dev = g.device
     w = stats.pair_weights
     i, j = stats.pairs[:, 0], stats.pairs[:, 1]
@@ -214,7 +223,16 @@ def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float
     # (Levenberg-Marquardt) keeps the system definite and the step bounded.
     positive = diag[diag > 0]
     typical = float(positive.median()) if positive.numel() else 1.0
-    diag = diag.clamp_min(0.5 * typical) + ridge * typical
+    floor = torch.full_like(diag, 0.5 * typical)
+    if neighbours is not None:
+        # "typical" is local: the Hessian entries scale like 1 / |y_i - y_j|, so in a tight
+        # cluster of targets they are far above the global median, and an empty cell there,
+        # floored at the global scale, jumps far past its neighbours (measured: tens of cells
+        # trading emptiness for hundreds of steps). Floor it at its neighbours' median instead.
+        nd = diag[neighbours]                                          # (N, k)
+        local = torch.where(nd > 0, nd, torch.nan).nanmedian(dim=1).values
+        floor = torch.where(torch.isnan(local), floor, torch.maximum(floor, 0.5 * local))
+    diag = torch.maximum(diag, floor) + ridge * typical
     rows = torch.cat([i, j, torch.arange(n, device=dev)])
     cols = torch.cat([j, i, torch.arange(n, device=dev)])
     vals = torch.cat([-w, -w, diag])
@@ -246,6 +264,21 @@ def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float
     return x - x.mean()
 
 
+def _nearest_targets(y: torch.Tensor, k: int = 8, block: int = 2048) -> torch.Tensor:
+    """(N, k) indices of each target's k nearest other targets (blocked exact search)."""
+    n = y.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        return torch.zeros(n, 0, dtype=torch.int64, device=y.device)
+    yf = y.float()
+    out = []
+    for s in range(0, n, block):
+        d = torch.cdist(yf[s:s + block], yf)
+        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = float("inf")
+        out.append(d.topk(k, dim=1, largest=False).indices)
+    return torch.cat(out)
+
+
 def solve_newton(
     pot: BrenierPotential,
     source: Source,
@@ -263,6 +296,7 @@ def solve_newton(
     max_time: float | None = None,
     callback: Callback | None = None,
     multiscale: bool | None = None,
+    local_floor: bool = True,
 ) -> SolverState:
     """Monte Carlo damped Newton (see the module docstring). Updates ``state`` in place.
 
@@ -271,6 +305,8 @@ def solve_newton(
     floor ≤ ``tol``), after ``max_iter`` iterations, or when the next batch would exceed
     ``max_samples``. ``multiscale`` (default: d ≤ 3): a fresh run (iteration 0) starts from
     ``multiscale_heights`` instead of ``state.heights``; its cost counts in ``evaluations``.
+    ``local_floor``: floor the sampled Hessian's diagonal at the median of each target's 8
+    nearest targets' (else at the global median only; see ``_laplacian_solve``).
     """
     n = pot.n_targets
     if state.batch <= 0:
@@ -286,6 +322,7 @@ def solve_newton(
         state.heights, state.best_heights = h0.clone(), h0.clone()
         state.evaluations += coarse_evals
     pot.reset_count()
+    neighbours = _nearest_targets(pot.targets) if local_floor else None
     h = state.heights.to(pot.device, torch.float64)
     prev = None  # (tv, g, h before the step, step) of the last accepted step
     tau = 1.0
@@ -332,7 +369,7 @@ def solve_newton(
             if state.batch * growth > max_samples:
                 break
             state.batch = int(state.batch * growth)
-        delta = _laplacian_solve(stats, g, n) / kappa
+        delta = _laplacian_solve(stats, g, n, neighbours=neighbours) / kappa
         # Only the signal share of the measured mismatch is worth a full step; the rest is
         # sampling noise that a full step would write into h (tv^2 ~ signal^2 + floor^2).
         tau = trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
