@@ -264,12 +264,14 @@ def _laplacian_solve(stats: BatchStats, g: torch.Tensor, n: int, *, ridge: float
     return x - x.mean()
 
 
-def _nearest_targets(y: torch.Tensor, k: int = 8, block: int = 2048) -> torch.Tensor:
-    """(N, k) indices of each target's k nearest other targets (blocked exact search)."""
+def _nearest_targets(y: torch.Tensor, k: int = 8, memory_budget: int = 1 << 28) -> torch.Tensor:
+    """(N, k) indices of each target's k nearest other targets (exact search, in row blocks whose
+    distance matrix stays under ``memory_budget`` bytes)."""
     n = y.shape[0]
     k = min(k, n - 1)
     if k < 1:
         return torch.zeros(n, 0, dtype=torch.int64, device=y.device)
+    block = max(1, min(4096, memory_budget // (4 * n)))
     yf = y.float()
     out = []
     for s in range(0, n, block):
@@ -305,8 +307,8 @@ def solve_newton(
     floor ≤ ``tol``), after ``max_iter`` iterations, or when the next batch would exceed
     ``max_samples``. ``multiscale`` (default: d ≤ 3): a fresh run (iteration 0) starts from
     ``multiscale_heights`` instead of ``state.heights``; its cost counts in ``evaluations``.
-    ``local_floor``: floor the sampled Hessian's diagonal at the median of each target's 8
-    nearest targets' (else at the global median only; see ``_laplacian_solve``).
+    ``local_floor``: floor the sampled Hessian's diagonal at half the median diagonal of each
+    target's 8 nearest targets (else at half the global median only; see ``_laplacian_solve``).
     """
     n = pot.n_targets
     if state.batch <= 0:
@@ -322,7 +324,7 @@ def solve_newton(
         state.heights, state.best_heights = h0.clone(), h0.clone()
         state.evaluations += coarse_evals
     pot.reset_count()
-    neighbours = _nearest_targets(pot.targets) if local_floor else None
+    neighbours = _nearest_targets(pot.targets, memory_budget=pot.memory_budget) if local_floor else None
     h = state.heights.to(pot.device, torch.float64)
     prev = None  # (tv, g, h before the step, step) of the last accepted step
     tau = 1.0
