@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brenier._array import first_unique_rows
 from brenier._io import write_json
 from brenier.critical import (DEFAULT_LOCAL_THRESHOLD, DEFAULT_THRESHOLD, SCALES, critical_codes, critical_scores,
                               has_gap, match_events, step_size_frames)
@@ -54,12 +55,6 @@ def fit_model(train_frames: np.ndarray, latent: int, epochs: int, max_time: floa
     model = AEOT(latent, device=device, seed=seed, epochs=epochs, patience=8, max_train_time=max_time,
                  ae_options={"channels": (16, 32), "hidden": 128})
     return model.fit(train_frames, progress=sys.stdout.isatty())
-
-
-def unique_rows(frames: np.ndarray) -> np.ndarray:
-    """Indices (n,) of the first occurrence of each distinct frame in ``frames`` (M, ...), increasing."""
-    _, first = np.unique(frames.reshape(len(frames), -1), axis=0, return_index=True)
-    return np.sort(first)
 
 
 def encode_all(model, frames: np.ndarray) -> np.ndarray:
@@ -149,7 +144,7 @@ def main(argv=None) -> int:
     # edge, or at 0 degrees for fill levels within a sub-pixel) are one state: fitted once, so
     # that the OT targets hold no duplicate codes (duplicates stall the Newton solver)
     stable_train = tr.stable_frames()
-    keep = unique_rows(stable_train)
+    keep = first_unique_rows(stable_train)
     t0 = time.perf_counter()
     from brenier.pipeline import AEOT
 
@@ -194,7 +189,7 @@ def main(argv=None) -> int:
         # trajectories (seed 1) instead of the model's own: how the score improves with the sampling
         # density of the stable states, without refitting the autoencoder or the OT map
         more = make(n, a.frames, seed=1).stable_frames()
-        more = more[unique_rows(more)]
+        more = more[first_unique_rows(more)]
         dense = types.SimpleNamespace(encode=model.encode, normalise=model.normalise, latent_dim=a.latent, singular_set_=None,
                                       codes_=np.asarray(model.normalise(np.asarray(model.encode(more)))))
         methods[f"local score only, against the stable codes of {n} trajectories ({len(more)} distinct; same encoder)"] = \

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from brenier import SemiDiscreteOT
+from brenier._array import first_unique_rows
 from brenier._io import write_json
 from brenier.sources import UniformBall
 
@@ -63,12 +64,11 @@ def tipping_codes(latent: int) -> np.ndarray:
     from brenier.pipeline import AEOT
 
     st = tipping_glass(80, 48, seed=1).stable_frames()
-    _, first = np.unique(st.reshape(len(st), -1), axis=0, return_index=True)
     m = AEOT(latent, device="cpu", seed=0, epochs=40, patience=8, max_train_time=150.0, ot_max_iter=1,
              ae_options={"channels": (16, 32), "hidden": 128})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m.fit(st[np.sort(first)])
+        m.fit(st[first_unique_rows(st)])
     return np.asarray(m.codes_)
 
 

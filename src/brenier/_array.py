@@ -27,6 +27,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def first_unique_rows(a: np.ndarray) -> np.ndarray:
+    """Indices (n,) of the first occurrence of each distinct row of ``a`` (M, ...), increasing:
+    identical frames (one state with one picture) kept once."""
+    a = np.asarray(a)
+    _, first = np.unique(a.reshape(len(a), -1), axis=0, return_index=True)
+    return np.sort(first)
+
+
 def is_torch(x: Any) -> bool:
     return isinstance(x, torch.Tensor)
 

@@ -797,6 +797,7 @@ def critical_command(
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where the model computes."),
 ) -> None:
     """Critical frames of a process: fit AEOT on its stable frames, find where held-out paths cross the singular set."""
+    from ._array import first_unique_rows
     from ._io import write_json
     from .critical import critical_codes, match_events, mode_of, plot_filmstrip, plot_paths, plot_scores, step_size_frames
     from .datasets.scenes import count_discs
@@ -815,8 +816,8 @@ def critical_command(
     stable, stable_truth = tr.stable_frames(), truth[~tr.critical]
     # identical stable frames (the glass once its puddle has stopped spreading) are one state:
     # fitted once, as in benchmarks/critical.py (the OT would merge their codes anyway)
-    _, first = np.unique(stable.reshape(len(stable), -1), axis=0, return_index=True)
-    n_stable, stable, stable_truth = len(stable), stable[np.sort(first)], stable_truth[np.sort(first)]
+    first = first_unique_rows(stable)
+    n_stable, stable, stable_truth = len(stable), stable[first], stable_truth[first]
     if model_dir is not None:
         model = _user_errors(lambda: AEOT.load(model_dir, device=device.value))
         if tuple(model.image_shape_) != tuple(stable.shape[1:]):

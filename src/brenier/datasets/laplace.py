@@ -42,6 +42,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .toy import _check_seed
+
 __all__ = ["laplace", "LaplaceData", "laplace_operator"]
 
 
@@ -115,8 +117,7 @@ def laplace(n: int, count: int, seed: int = 0, *, smoothness: float = 1.0) -> La
 
     n = _check_int(n, "n", 2)
     count = _check_int(count, "count", 1)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     if isinstance(smoothness, bool) or not isinstance(smoothness, (int, float)) or not np.isfinite(smoothness) or smoothness < 0:
         raise ValueError(f"smoothness: expected a finite number >= 0, got {smoothness!r}")
     rng = np.random.default_rng(seed)

@@ -49,6 +49,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .toy import _check_seed
+
 __all__ = ["occlusion_scenes", "OcclusionScenes", "tilting_glass", "tipping_glass", "GlassScenes", "critical_events",
            "OCCLUSION_ANCHORS", "count_discs", "glass_critical_angle", "glass_tipping_angle"]
 
@@ -146,8 +148,7 @@ def occlusion_scenes(
     T = _check_int(n_trajectories, "n_trajectories", 1)
     F = _check_int(n_frames, "n_frames", 2)
     size = _check_int(size, "size", 8)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     R, r, v = _check_pos(radius, "radius"), _check_pos(small_radius, "small_radius"), _check_pos(speed, "speed")
     if r >= R:
         raise ValueError(f"small_radius: must be smaller than radius ({R}) so that the occluder can hide a disc, got {r}")
@@ -242,8 +243,7 @@ def tilting_glass(
     T = _check_int(n_trajectories, "n_trajectories", 1)
     F = _check_int(n_frames, "n_frames", 2)
     size = _check_int(size, "size", 16)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     max_angle = _check_pos(max_angle, "max_angle")
     if max_angle >= 80:
         raise ValueError(f"max_angle: expected an angle below 80 degrees, got {max_angle}")
@@ -378,8 +378,7 @@ def tipping_glass(
     T = _check_int(n_trajectories, "n_trajectories", 1)
     F = _check_int(n_frames, "n_frames", 16)
     size = _check_int(size, "size", 32)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+    seed = _check_seed(seed)
     critical_width = _check_pos(critical_width, "critical_width")
     rng = np.random.default_rng(seed)
     k = size / 32.0
