@@ -113,6 +113,9 @@ class SingularSet:
     threshold: float = DEFAULT_KAPPA
     exact: bool = False
     _graph: object = field(default=None, repr=False)
+    # the singular pair keys, built on the first ``separates`` (reflect_walk and crossings ask it
+    # once per segment); init=False, so that dataclasses.replace starts a fresh cache
+    _facet_keys: object = field(default=None, init=False, repr=False)
 
     @property
     def facets(self) -> np.ndarray:
@@ -166,8 +169,10 @@ class SingularSet:
         sampled adjacency missed it."""
         a = np.asarray(a, dtype=np.int64).reshape(-1)
         b = np.asarray(b, dtype=np.int64).reshape(-1)
+        if self._facet_keys is None:
+            self._facet_keys = self.pair_keys(regular=False)
         n = len(self.modes)
-        return (self.modes[a] != self.modes[b]) | np.isin(a * n + b, self.pair_keys(regular=False))
+        return (self.modes[a] != self.modes[b]) | np.isin(a * n + b, self._facet_keys)
 
     def compatible(self, a, b) -> np.ndarray:
         """(P,) bool: may targets a[p] and b[p] be blended? True when a == b, else when they are
