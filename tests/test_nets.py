@@ -131,3 +131,104 @@ def test_finished_run_is_not_trained_further(tmp_path):
     assert r2.resumed_from == 3 and len(r2.history) == len(r1.history) == 3
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         torch.testing.assert_close(p, q)
+
+
+class _Plant:
+    """A pickle whose unpickling would create a marker file (what a malicious checkpoint.pt does)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickle_checkpoint_is_refused_not_unpickled(tmp_path):
+    import pickle
+
+    from brenier import CorruptRunError
+
+    marker = tmp_path / "PWNED"
+    ckpt = tmp_path / "autoencoder.ckpt"
+    ckpt.write_bytes(pickle.dumps({"fingerprint": _Plant(marker)}))
+    torch.save({"model": _Plant(marker)}, tmp_path / "other.ckpt")  # torch.save's zip pickle too
+    for path in (ckpt, tmp_path / "other.ckpt"):
+        with pytest.raises(CorruptRunError, match=r"checkpoint: .*ckpt: .*never unpickled"):
+            train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), _blobs(16), epochs=2,
+                              checkpoint=path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated_json", "list_json", "tensor_truncated", "tensor_missing",
+                                    "wrong_shape", "nan_weights", "bad_tensor_name"])
+def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from brenier import CorruptRunError
+
+    X = _blobs(16)
+    kw = dict(epochs=3, batch_size=8, lr=3e-3, seed=0)
+    ckpt = tmp_path / "ae.ckpt"
+
+    def stop_after_1(rec):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), X, checkpoint=ckpt,
+                          callback=stop_after_1, **kw)
+    meta = json.loads(ckpt.read_text())
+    tfile = tmp_path / meta["tensors"]
+    if damage == "empty":
+        ckpt.write_bytes(b"")
+    elif damage == "truncated_json":
+        ckpt.write_bytes(ckpt.read_bytes()[:40])
+    elif damage == "list_json":
+        ckpt.write_text("[1, 2]")
+    elif damage == "tensor_truncated":
+        tfile.write_bytes(tfile.read_bytes()[:100])
+    elif damage == "tensor_missing":
+        tfile.unlink()
+    elif damage in ("wrong_shape", "nan_weights"):
+        t = load_file(str(tfile))
+        k = next(k for k in t if k.startswith("model.") and k.endswith("weight"))
+        t[k] = torch.zeros(3, 3) if damage == "wrong_shape" else torch.full_like(t[k], float("nan"))
+        save_file(t, str(tfile))
+        meta["sha256"] = __import__("hashlib").sha256(tfile.read_bytes()).hexdigest()  # a consistent tamper
+        ckpt.write_text(json.dumps(meta))
+    elif damage == "bad_tensor_name":
+        meta["tensors"] = "../../etc/passwd"
+        ckpt.write_text(json.dumps(meta))
+    with pytest.raises(CorruptRunError, match="checkpoint: " + str(tmp_path)):
+        train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), X, checkpoint=ckpt, **kw)
+
+
+def test_resume_keeps_counters_and_survives_a_kill_between_the_two_files(tmp_path, monkeypatch):
+    """Resume continues at the last completed epoch with its history, best epoch and patience counter;
+    a crash after the tensor file but before the JSON resumes from the previous epoch."""
+    import brenier.nets.checkpoint as ck
+
+    X = _blobs(32)
+    kw = dict(epochs=5, batch_size=8, lr=3e-3, seed=1, patience=50)
+    ref = train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), X, **kw)
+    ckpt = tmp_path / "ae.ckpt"
+    real_write_json, calls = ck.write_json, {"n": 0}
+
+    def dying_write_json(path, obj):
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 3: its tensor file is on disk, its JSON never written
+            raise KeyboardInterrupt
+        return real_write_json(path, obj)
+
+    monkeypatch.setattr(ck, "write_json", dying_write_json)
+    with pytest.raises(KeyboardInterrupt):
+        train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), X, checkpoint=ckpt, **kw)
+    monkeypatch.setattr(ck, "write_json", real_write_json)
+    resumed = build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,))
+    res = train_autoencoder(resumed, X, checkpoint=ckpt, **kw)
+    assert res.resumed_from == 2 and [r["epoch"] for r in res.history] == [1, 2, 3, 4, 5]
+    assert res.best_epoch == ref.best_epoch and res.best_val_loss == pytest.approx(ref.best_val_loss, rel=1e-6)
+    assert [r["val_loss"] for r in res.history] == pytest.approx([r["val_loss"] for r in ref.history], rel=1e-6)
+    # one tensor file left: the superseded ones (and the orphan of the crash) are removed
+    assert [p.name for p in tmp_path.glob("ae.ckpt.e*.safetensors")] == ["ae.ckpt.e5.safetensors"]

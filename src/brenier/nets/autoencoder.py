@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .._io import atomic_write
+from .checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["Autoencoder", "MLPAutoencoder", "ConvAutoencoder", "build_autoencoder", "autoencoder_from_config",
            "train_autoencoder", "TrainResult"]
@@ -213,9 +213,12 @@ def train_autoencoder(
     Adam on the mean per-pixel binary cross-entropy; after every epoch the held-out loss is
     measured, the best weights so far are kept, and training stops after ``patience`` epochs
     without improvement (or at ``epochs``, or past ``max_time`` seconds). The model ends with
-    the best weights. ``checkpoint``: a file written atomically after every epoch; if it exists
-    and belongs to the same data and settings, training resumes from it (a finished run — early
-    stop, epoch cap or ``max_time`` reached — is not trained further: its best weights are loaded).
+    the best weights. ``checkpoint``: a JSON file (+ a safetensors file beside it, see
+    ``brenier.nets.checkpoint``) written atomically after every epoch; if it exists and belongs to
+    the same data and settings, training resumes from the last completed epoch with its counters
+    (a finished run — early stop, epoch cap or ``max_time`` reached — is not trained further: its
+    best weights are loaded). A file there that is not such a checkpoint is refused
+    (``CorruptRunError``), never unpickled.
     """
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -237,16 +240,16 @@ def train_autoencoder(
     res = TrainResult(train_index=train_idx, val_index=val_idx)
     start_epoch, best_state, bad, finished = 0, None, 0, False
     if checkpoint is not None and Path(checkpoint).exists():
-        blob = torch.load(checkpoint, map_location=dev, weights_only=False)
-        if blob.get("fingerprint") != fp:
-            raise ValueError(f"checkpoint: {checkpoint} belongs to another training run (data or settings differ)")
-        model.load_state_dict(blob["model"])
-        opt.load_state_dict(blob["optimizer"])
-        best_state, bad = blob["best_state"], blob["bad_epochs"]
-        res.history, res.best_epoch, res.best_val_loss = blob["history"], blob["best_epoch"], blob["best_val_loss"]
-        res.stopped_early = blob["stopped_early"]
-        finished = blob.get("finished", False)  # ended by early stopping, the epoch cap or max_time
-        start_epoch = res.resumed_from = blob["epoch"]
+        ck = load_checkpoint(checkpoint, model, fingerprint=fp)
+        model.load_state_dict(ck.model)
+        # param_groups come from this call's (fingerprinted, hence identical) settings; only the
+        # per-parameter moments and step counts are restored
+        opt.load_state_dict({"state": ck.optimizer, "param_groups": opt.state_dict()["param_groups"]})
+        best_state, bad = ck.best_state, ck.bad_epochs
+        res.history, res.best_epoch, res.best_val_loss = ck.history, ck.best_epoch, ck.best_val_loss
+        res.stopped_early = ck.stopped_early
+        finished = ck.finished  # ended by early stopping, the epoch cap or max_time
+        start_epoch = res.resumed_from = ck.epoch
 
     t0 = time.perf_counter()
     done = res.stopped_early or finished or start_epoch >= epochs
@@ -275,11 +278,10 @@ def train_autoencoder(
             stop = bad >= patience or (max_time is not None and time.perf_counter() - t0 > max_time)
             res.stopped_early = bad >= patience
             if checkpoint is not None:
-                blob = {"fingerprint": fp, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "best_state": best_state, "bad_epochs": bad, "history": res.history, "best_epoch": res.best_epoch,
-                        "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
-                        "finished": bool(stop or epoch + 1 >= epochs)}
-                atomic_write(checkpoint, lambda tmp: torch.save(blob, tmp))
+                save_checkpoint(checkpoint, fingerprint=fp, epoch=epoch + 1, model=model, optimizer=opt,
+                                best_state=best_state, bad_epochs=bad, history=res.history, best_epoch=res.best_epoch,
+                                best_val_loss=res.best_val_loss, stopped_early=res.stopped_early,
+                                finished=bool(stop or epoch + 1 >= epochs))
             bar(epoch + 1, f"train {rec['train_loss']:.4f}  held-out {val_loss:.4f}  (best {res.best_val_loss:.4f} @ {res.best_epoch})")
             if callback is not None:
                 callback(rec)
