@@ -114,3 +114,164 @@ def test_conv_color_frames_and_max_codes():
              ae_options=dict(channels=(4, 8), hidden=16)).fit(X)
     assert m.autoencoder_.kind == "conv" and m.codes_.shape == (40, 3) and len(m.code_index_) == 40
     assert m.sample(7, seed=0).shape == (7, 3, 16, 16)
+
+
+# ------------------------------------------------------------------ a run folder is a unit, every field validated
+def _resign(run):
+    """Rewrite the manifest over the current files: a consistent tamper that only field validation can catch."""
+    import json
+
+    from brenier._io import write_manifest
+
+    files = list(json.loads((run / "manifest.json").read_text())["files"])
+    write_manifest(run, files, "AEOT")
+
+
+def test_save_writes_a_manifest_of_every_file(model, tmp_path):
+    import json
+
+    run = model.save(tmp_path / "run")
+    listed = set(json.loads((run / "manifest.json").read_text())["files"])
+    on_disk = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()} - {"manifest.json"}
+    assert listed == on_disk and {"aeot.json", "autoencoder.safetensors", "ot/ot.safetensors", "ot/ot.json"} <= listed
+
+
+def test_save_that_dies_midway_does_not_load(model, tmp_path, monkeypatch):
+    from brenier import CorruptRunError
+    from brenier.ot import SemiDiscreteOT
+
+    run = tmp_path / "run"
+    model.save(run)                       # a complete earlier run in the same folder
+
+    def die(self, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(SemiDiscreteOT, "save", die)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(run)                   # new autoencoder weights written, then the save dies
+    with pytest.raises(CorruptRunError, match="manifest.json: missing"):
+        AEOT.load(run, device="cpu")
+
+
+def test_saving_over_another_run_leaves_no_valid_mixture(model, data, tmp_path, monkeypatch):
+    """A second model saved over the first and killed after its weights: the folder refuses to load
+    (not the first model's normalisation with the second's networks)."""
+    import brenier.pipeline as pl
+    from brenier import CorruptRunError
+
+    run = tmp_path / "run"
+    other = AEOT(**{**SMALL, "seed": 1, "epochs": 2}).fit(data[0][:60])
+    model.save(run)
+    monkeypatch.setattr(pl, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        other.save(run)
+    with pytest.raises(CorruptRunError):
+        AEOT.load(run, device="cpu")
+
+
+def _edit_json(run, fn):
+    import json
+
+    p = run / "aeot.json"
+    meta = json.loads(p.read_text())
+    p.write_text(json.dumps(fn(meta)))
+
+
+@pytest.mark.parametrize("tamper,needle", [
+    (lambda m: [m], "expected a JSON object, got a list"),
+    (lambda m: {k: v for k, v in m.items() if k != "center"}, "missing key 'center'"),
+    (lambda m: {**m, "format": "brenier.AEOT/99"}, "format"),
+    (lambda m: {**m, "params": {**m["params"], "latent_dim": 5}}, "latent_dim"),
+    (lambda m: {**m, "center": [float("nan")] * 4}, "'center' contains NaN"),
+    (lambda m: {**m, "scale": -1.0}, "'scale'"),
+    (lambda m: {**m, "image_shape": [1, 9, 9]}, "image_shape"),
+    (lambda m: {**m, "params": {**m["params"], "rogue": 1}}, "params"),
+    (lambda m: {**m, "autoencoder": {**m["autoencoder"], "hidden": [10**6, 10**6]}}, "bytes of weights"),
+    (lambda m: {**m, "code_index": m["code_index"][:5]}, "code_index"),
+    (lambda m: {**m, "val_index": ["a"]}, "val_index"),
+])
+def test_tampered_aeot_json_is_refused(model, tmp_path, tamper, needle):
+    from brenier import CorruptRunError
+
+    run = model.save(tmp_path / "run")
+    _edit_json(run, tamper)
+    with pytest.raises(CorruptRunError, match="aeot.json: checksum mismatch"):
+        AEOT.load(run, device="cpu")     # the manifest catches any edit ...
+    _resign(run)
+    with pytest.raises(CorruptRunError, match=needle) as exc:
+        AEOT.load(run, device="cpu")     # ... and field validation a consistent one
+    assert "aeot.json" in str(exc.value)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ("truncate", "not a readable safetensors file|bytes of weights"),
+    ("shape", "has shape"),
+    ("dtype", "float64"),
+    ("nan", "NaN"),
+    ("missing_tensor", "do not match the network"),
+])
+def test_damaged_weights_are_refused(model, tmp_path, damage, needle):
+    from safetensors.torch import load_file, save_file
+
+    from brenier import CorruptRunError
+
+    run = model.save(tmp_path / "run")
+    w = run / "autoencoder.safetensors"
+    if damage == "truncate":
+        w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    else:
+        t = load_file(str(w))
+        k = sorted(t)[0]
+        if damage == "shape":
+            t[k] = t[k][:1].clone()
+        elif damage == "dtype":
+            t[k] = t[k].double()
+        elif damage == "nan":
+            t[k] = torch.full_like(t[k], float("nan"))
+        else:
+            del t[k]
+        save_file(t, str(w))
+    _resign(run)
+    with pytest.raises(CorruptRunError, match=needle) as exc:
+        AEOT.load(run, device="cpu")
+    assert "autoencoder.safetensors" in str(exc.value)
+
+
+def test_missing_weight_file_and_not_a_run(model, tmp_path):
+    from brenier import CorruptRunError
+
+    run = model.save(tmp_path / "run")
+    (run / "ot" / "ot.safetensors").unlink()
+    with pytest.raises(CorruptRunError, match=r"ot.safetensors: missing"):
+        AEOT.load(run, device="cpu")
+    with pytest.raises(FileNotFoundError, match="saved AEOT"):
+        AEOT.load(tmp_path / "run" / "ot", device="cpu")
+    with pytest.raises(TypeError, match="path"):
+        AEOT.load(3)
+
+
+def test_sample_arguments_validated(model):
+    for seed in (1.7, "3", True, None.__class__):
+        with pytest.raises(TypeError, match="seed"):
+            model.sample(4, seed=seed)
+    for seed in (-1, 2**70):
+        with pytest.raises(ValueError, match="seed"):
+            model.sample(4, seed=seed)
+    with pytest.raises(ValueError, match="n"):
+        model.sample(2.5)
+    with pytest.raises(TypeError, match="return_codes"):
+        model.sample(4, return_codes="yes")
+    assert model.sample(2, seed=np.int64(3)).shape == (2, 1, 8, 8)
+    for kw, needle in ((dict(lr=True), "lr"), (dict(ot_tol=float("nan")), "ot_tol"), (dict(ae_options=[1]), "ae_options"),
+                       (dict(max_train_time=0), "max_train_time"), (dict(device="tpu"), "device")):
+        with pytest.raises(ValueError, match=needle):
+            AEOT(**kw).fit(np.zeros((8, 1, 8, 8), np.float32))
+
+
+def test_decoded_samples_are_finite_or_refused(model, tmp_path):
+    """A model whose decoder yields NaN never returns NaN images."""
+    m = AEOT.load(model.save(tmp_path / "run"), device="cpu")
+    with torch.no_grad():
+        next(m.autoencoder_.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN"):
+        m.sample(4, seed=0)

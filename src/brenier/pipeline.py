@@ -41,7 +41,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ._array import is_torch, real_array, resolve_device, to_caller
-from ._io import atomic_write, write_json
+from ._io import MANIFEST, CorruptRunError, atomic_write, verify_manifest, write_json, write_manifest
 from .nets.autoencoder import KINDS, autoencoder_from_config, build_autoencoder, train_autoencoder
 from .ot import SemiDiscreteOT
 from .sources import UniformBall, UniformBox
@@ -57,6 +57,25 @@ def _positive_int(v: Any, name: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name}: expected a positive integer, got {v!r}")
     return int(v)
+
+
+#: seeds go to torch.manual_seed and NumPy's generators; both take 64-bit integers
+_MAX_SEED = 2**63 - 1
+
+
+def _seed(v: Any, name: str = "seed") -> int:
+    """A seed: an integer in [0, 2**63 - 1] (a float such as 1.7 is refused, not truncated)."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name}: expected an integer in [0, 2**63 - 1], got {type(v).__name__} {v!r}")
+    if not 0 <= v <= _MAX_SEED:
+        raise ValueError(f"{name}: expected an integer in [0, 2**63 - 1], got {v!r}")
+    return int(v)
+
+
+def _positive_number(v: Any, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    return float(v)
 
 
 class AEOT:
@@ -148,22 +167,24 @@ class AEOT:
             raise ValueError(f"autoencoder: expected one of {KINDS}, got {self.autoencoder!r}")
         if self.source not in SOURCES:
             raise ValueError(f"source: expected one of {SOURCES}, got {self.source!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed <= _MAX_SEED:
+            raise ValueError(f"seed: expected an integer in [0, 2**63 - 1], got {self.seed!r}")
         for name in ("epochs", "batch_size", "patience"):
             _positive_int(getattr(self, name), name)
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
-        if not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
+        _positive_number(self.lr, "lr")
+        if isinstance(self.val_fraction, bool) or not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
             raise ValueError(f"val_fraction: expected a number in (0, 1), got {self.val_fraction!r}")
-        if not (isinstance(self.ot_tol, (int, float)) and math.isfinite(self.ot_tol) and self.ot_tol > 0):
-            raise ValueError(f"ot_tol: expected a positive number, got {self.ot_tol!r}")
+        _positive_number(self.ot_tol, "ot_tol")
         if self.ot_max_iter is not None:
             _positive_int(self.ot_max_iter, "ot_max_iter")
         if self.max_codes is not None and _positive_int(self.max_codes, "max_codes") < 2:
             raise ValueError(f"max_codes: expected at least 2, got {self.max_codes!r}")
-        if self.max_train_time is not None and not (isinstance(self.max_train_time, (int, float)) and self.max_train_time > 0):
-            raise ValueError(f"max_train_time: expected a positive number of seconds, got {self.max_train_time!r}")
+        if self.max_train_time is not None:
+            _positive_number(self.max_train_time, "max_train_time")
+        if self.ae_options is not None and not (isinstance(self.ae_options, dict)
+                                                and set(self.ae_options) <= {"hidden", "channels"}):
+            raise ValueError(f"ae_options: expected None or a dict with 'hidden' and/or 'channels', got {self.ae_options!r}")
+        resolve_device(self.device)
 
     def _make_source(self):
         return (UniformBall if self.source == "ball" else UniformBox)(int(self.latent_dim))
@@ -178,6 +199,8 @@ class AEOT:
         resumes from them. ``progress``: Rich progress bars.
         """
         self._validate_params()
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, Path)):
+            raise TypeError(f"checkpoint_dir: expected a folder path or None, got {type(checkpoint_dir).__name__}")
         x = self._images(X, "X", min_rows=4)
         self._like_torch = is_torch(X)
         self.device_ = resolve_device(self.device)
@@ -275,7 +298,13 @@ class AEOT:
     def _decode_tensor(self, z: torch.Tensor, batch: int = 4096) -> torch.Tensor:
         ae = self.autoencoder_.eval()
         out = [ae.decode(z[b:b + batch].to(self.device_, torch.float32)).cpu() for b in range(0, len(z), batch)]
-        return torch.cat(out) if out else torch.empty(0, *self.image_shape_)
+        imgs = torch.cat(out) if out else torch.empty(0, *self.image_shape_)
+        if not bool(torch.isfinite(imgs).all()):
+            # validated weights and normalisation decode finite codes to finite pixels; never hand
+            # NaN images on (a PNG of NaNs looks like a result)
+            raise ValueError("the decoder produced NaN or infinite pixels (are the model's weights or normalisation "
+                             "corrupted, or the codes far outside the training range?)")
+        return imgs
 
     # ------------------------------------------------------------------ public maps
     def normalise(self, z):
@@ -316,17 +345,20 @@ class AEOT:
         """
         self._check_fitted()
         n = _positive_int(n, "n")
-        if boundary not in BOUNDARY_MODES:
+        if not isinstance(boundary, str) or boundary not in BOUNDARY_MODES:
             raise ValueError(f"boundary: expected one of {BOUNDARY_MODES}, got {boundary!r}")
-        s = int(self.seed) if seed is None else int(seed)
+        s = int(self.seed) if seed is None else _seed(seed)
         y = self.ot_.sample(n, seed=s, boundary=boundary)
         return to_caller(torch.as_tensor(np.asarray(y) if not is_torch(y) else y).double().cpu(), self._like_torch)
 
     def sample(self, n: int, *, seed: int | None = None, boundary: str = "respect", return_codes: bool = False):
         """n new images (n, C, H, W) in [0, 1]: decode(denormalise(sample_codes(n, seed, boundary))).
 
-        With ``return_codes=True`` returns (images, normalised codes (n, d)).
+        With ``return_codes=True`` returns (images, normalised codes (n, d)). ``seed``: an integer in
+        [0, 2**63 - 1] or None (the model's seed); a float is refused (TypeError), not truncated.
         """
+        if not isinstance(return_codes, (bool, np.bool_)):
+            raise TypeError(f"return_codes: expected True or False, got {return_codes!r}")
         y = torch.as_tensor(self.sample_codes(n, seed=seed, boundary=boundary)).double()
         z = y * self.scale_ + torch.from_numpy(np.asarray(self.center_))
         imgs = to_caller(self._decode_tensor(z), self._like_torch)
@@ -340,11 +372,15 @@ class AEOT:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
-        """Write ``path/aeot.json`` (settings, normalisation, history), ``path/autoencoder.safetensors``
-        and the OT model in ``path/ot/`` — each file atomically."""
+        """Write the run as a unit: ``path/autoencoder.safetensors``, the OT model in ``path/ot/``,
+        ``path/aeot.json`` (settings, normalisation, history) — each atomically — and last
+        ``path/manifest.json`` with the sha256 of every one of them. A save that dies part-way
+        leaves no manifest, so the folder refuses to load; saving over an existing run first
+        removes its manifest, so a mixture of old and new files never loads as valid."""
         self._check_fitted()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / MANIFEST).unlink(missing_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.autoencoder_.state_dict().items()}
         atomic_write(path / "autoencoder.safetensors", lambda tmp: save_file(state, tmp))
         self.ot_.save(path / "ot")
@@ -363,39 +399,187 @@ class AEOT:
             "like_torch": bool(self._like_torch),
         }
         write_json(path / "aeot.json", meta)
+        # every file of the OT model too (its own manifest included), whatever names it uses;
+        # temporaries of an interrupted atomic write (".name.XXXX.tmp") are not part of the run
+        ot_files = sorted(p.relative_to(path).as_posix() for p in (path / "ot").rglob("*")
+                          if p.is_file() and not p.name.startswith("."))
+        write_manifest(path, ["aeot.json", "autoencoder.safetensors", *ot_files], MANIFEST_KIND)
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "AEOT":
-        """Read a model written by ``save`` (no refit); the singular set is recomputed if available."""
+        """Read a run written by ``save`` (no refit); the singular set is recomputed if available.
+
+        The manifest is verified first (every file present, unchanged), then every field of
+        ``aeot.json`` and every weight is validated against the others. Raises
+        ``FileNotFoundError`` when ``path`` holds no saved AEOT and ``CorruptRunError`` (a
+        ValueError) naming the file and what is wrong when it holds a damaged one.
+        """
+        if not isinstance(path, (str, Path)):
+            raise TypeError(f"path: expected a folder path, got {type(path).__name__}")
         path = Path(path)
-        if not (path / "aeot.json").is_file() or not (path / "autoencoder.safetensors").is_file():
-            raise FileNotFoundError(f"path: {path} does not hold a saved AEOT (aeot.json + autoencoder.safetensors)")
-        meta = json.loads((path / "aeot.json").read_text())
-        if meta.get("format") != FORMAT:
-            raise ValueError(f"path: {path}/aeot.json has format {meta.get('format')!r}, expected {FORMAT!r}")
-        params = dict(meta["params"])
-        params["device"] = device
-        obj = cls(**params)
-        obj.device_ = resolve_device(device)
-        ae = autoencoder_from_config(meta["autoencoder"])
-        ae.load_state_dict(load_file(str(path / "autoencoder.safetensors")))
-        obj.autoencoder_ = ae.to(obj.device_).eval()
-        obj.ot_ = SemiDiscreteOT.load(path / "ot", device=device)
-        obj.image_shape_ = tuple(meta["image_shape"])
-        obj.center_ = np.asarray(meta["center"], dtype=np.float64)
-        obj.scale_ = float(meta["scale"])
-        obj.codes_ = np.asarray(obj.ot_.targets_.cpu().numpy() if is_torch(obj.ot_.targets_) else obj.ot_.targets_, dtype=np.float64)
+        if not path.is_dir() or not ((path / "aeot.json").exists() or _manifest_kind(path) == MANIFEST_KIND):
+            raise FileNotFoundError(f"path: {path} does not hold a saved AEOT (aeot.json + autoencoder.safetensors + ot/)")
+        dev = resolve_device(device)
+        verify_manifest(path, MANIFEST_KIND)
+        jpath = path / "aeot.json"
+        meta = _read_meta(jpath)
+        try:
+            obj = cls(**meta["params"])
+            obj._validate_params_loaded()
+        except (TypeError, ValueError) as exc:
+            raise CorruptRunError(f"{jpath}: bad 'params' ({exc})") from None
+        obj.device = device
+        obj.device_ = dev
+        d = int(obj.latent_dim)
+        obj.image_shape_ = _shape(meta["image_shape"], jpath)
+        ae = _autoencoder(meta["autoencoder"], obj.image_shape_, d, jpath, path / "autoencoder.safetensors")
+        ae.load_state_dict(_weights(path / "autoencoder.safetensors", ae))
+        obj.autoencoder_ = ae.to(dev).eval()
+        obj.center_ = _finite_vector(meta["center"], d, "center", jpath)
+        obj.scale_ = meta["scale"]
+        if isinstance(obj.scale_, bool) or not isinstance(obj.scale_, (int, float)) or not (math.isfinite(obj.scale_) and obj.scale_ > 0):
+            raise CorruptRunError(f"{jpath}: 'scale' must be a positive finite number, got {obj.scale_!r}")
+        obj.scale_ = float(obj.scale_)
+        try:
+            obj.ot_ = SemiDiscreteOT.load(path / "ot", device=device)
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
+            raise CorruptRunError(f"{path / 'ot'}: not a readable SemiDiscreteOT ({type(exc).__name__}: {exc})") from None
+        targets = obj.ot_.targets_
+        obj.codes_ = np.asarray(targets.cpu().numpy() if is_torch(targets) else targets, dtype=np.float64)
+        if obj.codes_.ndim != 2 or obj.codes_.shape[1] != d:
+            raise CorruptRunError(f"{path / 'ot'}: targets of shape {obj.codes_.shape}, expected (N, {d}) (latent_dim in {jpath})")
+        if obj.ot_.source_.dim != d:
+            raise CorruptRunError(f"{path / 'ot'}: source of dimension {obj.ot_.source_.dim}, expected {d} (latent_dim in {jpath})")
         obj.train_history_ = meta["train_history"]
         obj.train_info_ = meta["train_info"]
         obj.timings_ = meta["timings"]
-        obj.val_index_ = np.asarray(meta.get("val_index", []), dtype=np.int64)
-        obj.code_index_ = np.asarray(meta.get("code_index", np.arange(len(obj.codes_))), dtype=np.int64)
-        obj._like_torch = bool(meta.get("like_torch", False))
+        obj.val_index_ = _index(meta["val_index"], "val_index", jpath)
+        obj.code_index_ = _index(meta["code_index"], "code_index", jpath)
+        if len(obj.code_index_) != len(obj.codes_):
+            raise CorruptRunError(f"{jpath}: 'code_index' has {len(obj.code_index_)} entries for {len(obj.codes_)} codes")
+        obj._like_torch = meta["like_torch"]
         obj.singular_set_ = obj.ot_.singular_set() if hasattr(obj.ot_, "singular_set") else None
         return obj
+
+    def _validate_params_loaded(self) -> None:
+        # a saved run's device is the machine's it was fitted on; the caller picks the device
+        device, self.device = self.device, "cpu"
+        try:
+            self._validate_params()
+        finally:
+            self.device = device
 
     def __repr__(self) -> str:
         state = (f"fitted: N={len(self.codes_)}, image {self.image_shape_}, OT TV={self.ot_.tv_error_:.3g}"
                  if hasattr(self, "ot_") else "not fitted")
         return f"AEOT(latent_dim={self.latent_dim!r}, autoencoder={self.autoencoder!r}, source={self.source!r}; {state})"
+
+
+# ------------------------------------------------------------------ validation of a saved run
+MANIFEST_KIND = "AEOT"
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "params": dict, "autoencoder": dict, "image_shape": list, "center": list, "scale": (int, float),
+    "train_history": list, "train_info": dict, "timings": dict, "val_index": list, "code_index": list, "like_torch": bool,
+}
+
+
+def _manifest_kind(path: Path) -> str | None:
+    """The kind a folder's manifest claims (None when it has none or it is unreadable): an aeot.json
+    lost from a run folder is a damaged run, another model's folder is not a run at all."""
+    try:
+        meta = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+        return meta.get("kind") if isinstance(meta, dict) else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def _read_meta(jpath: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(jpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRunError(f"{jpath}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CorruptRunError(f"{jpath}: expected a JSON object, got a {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise CorruptRunError(f"{jpath}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    for key, typ in _META_TYPES.items():
+        if key not in meta:
+            raise CorruptRunError(f"{jpath}: missing key {key!r}")
+        v = meta[key]
+        if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
+            raise CorruptRunError(f"{jpath}: {key!r} has type {type(v).__name__}, expected {getattr(typ, '__name__', 'a number')}")
+    return meta
+
+
+def _shape(v: list, jpath: Path) -> tuple[int, int, int]:
+    if len(v) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v):
+        raise CorruptRunError(f"{jpath}: 'image_shape' must be three positive integers (C, H, W), got {v!r}")
+    return tuple(v)  # type: ignore[return-value]
+
+
+def _finite_vector(v: list, d: int, key: str, jpath: Path) -> np.ndarray:
+    if len(v) != d or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise CorruptRunError(f"{jpath}: {key!r} must be {d} numbers (latent_dim), got {len(v)} entries")
+    a = np.asarray(v, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        raise CorruptRunError(f"{jpath}: {key!r} contains NaN or infinite values")
+    return a
+
+
+def _index(v: list, key: str, jpath: Path) -> np.ndarray:
+    if not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v):
+        raise CorruptRunError(f"{jpath}: {key!r} must be a list of non-negative integers")
+    return np.asarray(v, dtype=np.int64)
+
+
+def _autoencoder(cfg: dict, shape: tuple[int, int, int], d: int, jpath: Path, wpath: Path):
+    """The network described by ``cfg``, which must agree with image_shape and latent_dim."""
+    if cfg.get("kind") not in ("mlp", "conv"):
+        raise CorruptRunError(f"{jpath}: autoencoder kind {cfg.get('kind')!r}, expected 'mlp' or 'conv'")
+    if cfg.get("shape") != list(shape) or cfg.get("latent_dim") != d:
+        raise CorruptRunError(f"{jpath}: the autoencoder (shape {cfg.get('shape')!r}, latent_dim {cfg.get('latent_dim')!r}) "
+                              f"does not match image_shape {list(shape)} and latent_dim {d}")
+    for k in ("hidden", "channels"):
+        v = cfg.get(k)
+        ok = v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
+            isinstance(v, list) and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v))
+        if not ok:
+            raise CorruptRunError(f"{jpath}: autoencoder {k!r} must be positive layer widths, got {v!r}")
+    if set(cfg) - {"kind", "shape", "latent_dim", "hidden", "channels"}:
+        raise CorruptRunError(f"{jpath}: unknown autoencoder settings {sorted(set(cfg) - {'kind', 'shape', 'latent_dim', 'hidden', 'channels'})}")
+    try:
+        # sized on the meta device first (no memory): tampered layer widths could otherwise
+        # allocate gigabytes before the weight file is even compared
+        with torch.device("meta"):
+            probe = autoencoder_from_config(cfg)
+        need = sum(v.numel() * v.element_size() for v in probe.state_dict().values())
+        have = wpath.stat().st_size
+        if need > have:
+            raise CorruptRunError(f"{jpath}: the autoencoder settings describe {need:,} bytes of weights, but {wpath.name} "
+                                  f"holds {have:,}")
+        return autoencoder_from_config(cfg)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CorruptRunError):
+            raise
+        raise CorruptRunError(f"{jpath}: autoencoder settings cannot build a network ({exc})") from None
+
+
+def _weights(wpath: Path, ae) -> dict[str, torch.Tensor]:
+    """The tensors of ``wpath``, checked against ``ae``'s state dict: same names, shapes, dtypes, finite."""
+    try:
+        state = load_file(str(wpath))
+    except Exception as exc:  # safetensors' SafetensorError on a malformed header or a short file
+        raise CorruptRunError(f"{wpath}: not a readable safetensors file ({exc})") from None
+    expected = ae.state_dict()
+    if set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        raise CorruptRunError(f"{wpath}: the tensors do not match the network in aeot.json (missing {missing[:3]}, unexpected {extra[:3]})")
+    for k, v in state.items():
+        e = expected[k]
+        if v.shape != e.shape or v.dtype != e.dtype:
+            raise CorruptRunError(f"{wpath}: tensor {k!r} has shape {tuple(v.shape)} / {v.dtype}, expected {tuple(e.shape)} / {e.dtype} "
+                                  f"(from aeot.json's autoencoder and latent_dim)")
+        if v.dtype.is_floating_point and not bool(torch.isfinite(v).all()):
+            raise CorruptRunError(f"{wpath}: tensor {k!r} contains NaN or infinite values")
+    return state
