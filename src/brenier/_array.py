@@ -82,16 +82,26 @@ def as_points(
         raise ValueError(f"{name}: expected at least {min_rows} row(s), got {t.shape[0]}")
     if dim is not None and t.shape[1] != dim:
         raise ValueError(f"{name}: expected points of dimension {dim}, got dimension {t.shape[1]}")
-    t = t.to(device=device, dtype=dtype)
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).any(dim=1).sum())
         raise ValueError(f"{name}: contains {bad} row(s) with NaN or infinite values")
+    t = t.to(device=device, dtype=dtype)
+    if not bool(torch.isfinite(t).all()):  # finite as given, but not in the requested precision
+        raise ValueError(f"{name}: values up to {float(x_abs_max(x)):.3g} are too large for {dtype} "
+                         f"(at most {torch.finfo(dtype).max:.3g})")
     return t
 
 
+def x_abs_max(x: ArrayLike) -> float:
+    """The largest |value| of an array or tensor, in float64 (for messages)."""
+    t = x.detach().double() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    return float(t.abs().max()) if t.numel() else 0.0
+
+
 def as_vector(x: ArrayLike, name: str, *, length: int | None = None, dtype=torch.float64) -> torch.Tensor:
-    """Validate ``x`` as a finite 1-D array (optionally of a given length)."""
-    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float64)))
+    """Validate ``x`` as a finite 1-D array of numbers (optionally of a given length); strings or
+    objects raise TypeError rather than being parsed."""
+    t = x.detach() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(real_array(x, name).astype(np.float64)))
     if t.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D array, got shape {tuple(t.shape)}")
     if length is not None and t.shape[0] != length:

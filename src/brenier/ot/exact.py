@@ -33,6 +33,7 @@ import scipy.sparse.linalg as spla
 import shapely
 from shapely.ops import polylabel
 
+from ..exceptions import ConvergenceWarning
 from .power_diagram import PowerDiagram, power_diagram, power_diagrams
 
 __all__ = ["initial_heights", "solve_exact"]
@@ -95,7 +96,11 @@ def solve_exact(
     |G(h - tau delta)|_2 <= (1 - tau/2) |G(h)|_2, with eps0 = min(min nu, min mu(h0)) / 2
     (Kitagawa, Mérigot & Thibert 2019, Algorithm 1: linear convergence, then quadratic).
     Stops when max_i |mu_i - nu_i| / nu_i <= tol, after ``max_iter`` steps in all, or when the
-    line search stalls at the float64 roundoff floor (a RuntimeWarning): ``info["converged"]``.
+    line search stalls; a stop short of ``tol`` emits a ``brenier.ConvergenceWarning`` naming the
+    reason, ``info["stop_reason"]``: "max_iter"; "roundoff" (the step fell below the float64
+    resolution of h: the precision floor close targets raise); "line_search" (no step down to
+    2^-20 met the two conditions above: the start's masses differ by orders of magnitude, e.g. a
+    tight cluster beside a wide one, or an outlier).
 
     homotopy: damped Newton can crawl from the contracted start when D is far from convex (thin
     parts, slots: mass must flow around corners). The homotopy first solves for the convex hull
@@ -111,7 +116,8 @@ def solve_exact(
 
     Returns (heights (N,), info) with info keys: converged, n_iter, history (max relative error
     on D at iterations 0..n_iter), max_rel_error, tv_error (1/2 sum |mu - nu|), time (s),
-    n_diagrams, homotopy_stages (the values of t tried before the last stage; empty without).
+    n_diagrams, homotopy_stages (the values of t tried before the last stage; empty without),
+    stop_reason ("converged", "max_iter", "roundoff", "line_search").
     """
     y = _check_targets(targets)
     nu = _check_weights(weights, len(y))
@@ -135,19 +141,30 @@ def solve_exact(
                 state = _homotopy(solver, initial_heights(y, hull))
     state, stalled = solver.newton(state, tol)
     err = state.error
-    if stalled and err > tol:
-        # The residual no longer decreases: the roundoff floor, which close targets raise
-        # (d mu_i / d h_j ~ facet length / |y_i - y_j|, while h is known to ~1e-16 |h|).
+    reason = "converged" if err <= tol else (stalled or "max_iter")
+    empty = int((state.diagram.masses <= 0).sum())
+    if reason == "roundoff":
+        # The step fell below the float64 resolution of h: the roundoff floor, which close
+        # targets raise (d mu_i / d h_j ~ facet length / |y_i - y_j|, h known to ~1e-16 |h|).
         warnings.warn(
-            f"solve_exact: stalled at max relative error {err:.3g} > tol = {tol:g} "
-            "(float64 roundoff floor); the heights are the best found",
-            RuntimeWarning,
+            f"solve_exact: stalled at max relative error {err:.3g} > tol = {tol:g} after {solver.n_iter} steps "
+            "(float64 roundoff floor: the step fell below the resolution of the heights); the heights are the best found",
+            ConvergenceWarning,
             stacklevel=2,
         )
-    elif err > tol:
+    elif reason == "line_search":
+        warnings.warn(
+            f"solve_exact: stalled at max relative error {err:.3g} > tol = {tol:g} after {solver.n_iter} steps, "
+            f"{empty} empty cell(s): no damped step down to 2^-{_MAX_HALVINGS} kept every cell above the mass floor "
+            "while reducing the error (cell masses of very different sizes: a tight cluster beside a wide one, or "
+            "an outlier); the heights are the best found",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    elif reason == "max_iter":
         warnings.warn(
             f"solve_exact: max relative error {err:.3g} > tol = {tol:g} after max_iter = {max_iter} steps",
-            RuntimeWarning,
+            ConvergenceWarning,
             stacklevel=2,
         )
     info = {
@@ -159,6 +176,7 @@ def solve_exact(
         "time": time.perf_counter() - t0,
         "n_diagrams": solver.n_diagrams,
         "homotopy_stages": solver.stages,
+        "stop_reason": reason,
     }
     return state.heights, info
 
@@ -238,23 +256,25 @@ class _Solver:
         self.history.append(state.error)
         _notify(self.callback, len(self.history) - 1, state.heights, state.error)
 
-    def newton(self, state: _State, tol: float, max_steps: int | None = None) -> tuple[_State, bool]:
+    def newton(self, state: _State, tol: float, max_steps: int | None = None) -> tuple[_State, str]:
         """Damped Newton at fixed t until the stage error is <= tol (or the step budget is spent);
-        also returns True if the line search stalled."""
+        also returns why the line search stalled ("roundoff", "line_search"), "" if it did not."""
         eps0 = 0.5 * min(self.nu.min(), state.masses.min())
         stop = self.max_iter if max_steps is None else min(self.max_iter, self.n_iter + max_steps)
         while state.stage_error > tol and self.n_iter < stop:
             delta = _newton_direction(state.hessian(), state.masses - self.nu)
             new = self._line_search(state, delta, eps0)
-            if new is None:
-                return state, True
+            if isinstance(new, str):
+                return state, new
             state = new
             self.n_iter += 1
             self._record(state)
-        return state, False
+        return state, ""
 
-    def _line_search(self, state: _State, delta: np.ndarray, eps0: float) -> _State | None:
-        """Backtracking on tau = 1, 1/2, ...: keep cells above eps0 and cut |G| by 1 - tau/2."""
+    def _line_search(self, state: _State, delta: np.ndarray, eps0: float) -> _State | str:
+        """Backtracking on tau = 1, 1/2, ...: keep cells above eps0 and cut |G| by 1 - tau/2.
+        Returns the new state, or why none was found: "roundoff" (the step fell below the float64
+        resolution of h) or "line_search" (every halving failed)."""
         h = state.heights
         g_norm = np.linalg.norm(state.masses - self.nu)
         # A step below the float64 resolution of h cannot change the diagram: stop halving there.
@@ -263,13 +283,13 @@ class _Solver:
         tau = 1.0
         for k in range(_MAX_HALVINGS + 1):
             if k > 0 and tau * step < resolution:
-                return None
+                return "roundoff"
             new = self.evaluate(h - tau * delta, state.t)
             mu = new.masses
             if mu.min() >= eps0 and np.linalg.norm(mu - self.nu) <= (1 - tau / 2) * g_norm:
                 return new
             tau *= 0.5
-        return None
+        return "line_search"
 
 
 def _usable_start(solver: _Solver, h: np.ndarray | None) -> _State | None:

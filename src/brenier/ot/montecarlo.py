@@ -73,6 +73,16 @@ class SolverState:
     history: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # solver-specific (Adam moments)
     converged: bool = False
+    #: why the solver returned: "converged", "max_iter", "max_samples", "max_time" ("" while running)
+    stop_reason: str = ""
+
+    # The solvers keep this state current *every iteration* (heights, counters, elapsed time and
+    # what the next step needs: kappa, the last step, Adam's moments), so a checkpoint written
+    # from it at any iteration resumes there, not at the start.
+
+
+#: called by the solvers after every step with the state that continues from there
+StateHook = Callable[[SolverState], None]
 
 
 @dataclass
@@ -171,7 +181,14 @@ def estimate_masses(pot: BrenierPotential, source: Source, n_samples: int, *, se
     return st.counts.double() / n_samples
 
 
-def _record(state: SolverState, stats: BatchStats, nu: torch.Tensor, t0: float, pot: BrenierPotential, **extra) -> dict:
+def _sync(state: SolverState, pot: BrenierPotential, evals0: int, elapsed0: float, t0: float) -> None:
+    """Bring the state's running totals up to date (what a checkpoint written now must hold)."""
+    state.evaluations = evals0 + pot.evaluations
+    state.elapsed = elapsed0 + time.perf_counter() - t0
+
+
+def _record(state: SolverState, stats: BatchStats, nu: torch.Tensor, **extra) -> dict:
+    """The history entry of one evaluation; ``state``'s counters must be current (``_sync``)."""
     mu = stats.counts.double() / stats.n_samples
     g = mu - nu
     tv = float(0.5 * g.abs().sum())
@@ -186,8 +203,8 @@ def _record(state: SolverState, stats: BatchStats, nu: torch.Tensor, t0: float, 
         "tv_debiased": debiased_tv(tv, floor),
         "max_rel_estimate": float((g.abs() / nu).max()),
         "empty_cells": int((stats.counts == 0).sum()),
-        "evaluations": state.evaluations + pot.evaluations,
-        "time": state.elapsed + time.perf_counter() - t0,
+        "evaluations": state.evaluations,
+        "time": state.elapsed,
         **extra,
     }
     return rec
@@ -299,6 +316,7 @@ def solve_newton(
     callback: Callback | None = None,
     multiscale: bool | None = None,
     local_floor: bool = True,
+    on_state: StateHook | None = None,
 ) -> SolverState:
     """Monte Carlo damped Newton (see the module docstring). Updates ``state`` in place.
 
@@ -309,12 +327,16 @@ def solve_newton(
     ``multiscale_heights`` instead of ``state.heights``; its cost counts in ``evaluations``.
     ``local_floor``: floor the sampled Hessian's diagonal at half the median diagonal of each
     target's 8 nearest targets (else at half the global median only; see ``_laplacian_solve``).
+    ``on_state(state)``: called after every step with the state to continue from (the stepped
+    heights, the counters, kappa and the last step for the damping): a checkpoint written there
+    resumes the run exactly where it was. ``state.stop_reason`` says why the solver returned.
     """
     n = pot.n_targets
     if state.batch <= 0:
         state.batch = int(batch0 or max(16 * n, 1 << 14))
     max_samples = int(max_samples or 64 * n * (0.4 / tol) ** 2)
     t0 = time.perf_counter()
+    state.stop_reason = ""
     if multiscale is None:  # default: only in low dimension (see multiscale_heights); d >= 4 unchanged
         multiscale = pot.dim <= LOW_DIM
     if multiscale and state.iteration == 0 and n > _COARSE_MIN:
@@ -324,28 +346,43 @@ def solve_newton(
         state.heights, state.best_heights = h0.clone(), h0.clone()
         state.evaluations += coarse_evals
     pot.reset_count()
+    evals0, elapsed0 = state.evaluations, state.elapsed
     neighbours = _nearest_targets(pot.targets, memory_budget=pot.memory_budget) if local_floor else None
     h = state.heights.to(pot.device, torch.float64)
-    prev = None  # (tv, g, h before the step, step) of the last accepted step
-    tau = 1.0
+    # (tv, g, h before the step, step, noise²) of the last step, and its length: restored from
+    # a resumed state so that its damping and kappa update continue as if never stopped
+    prev = _load_prev(state.extra, pot.device)
+    tau = float(state.extra.get("tau", torch.tensor(1.0)))
     # kappa corrects the overall scale of the sampled Hessian (smoothing biases it, most in low
     # d): after each step the measured mass change is compared with the predicted one.
     # In d <= LOW_DIM the sampled Hessian is several times too small far from the solution
     # (measured: from kappa = 1 the TV first grows for ~15 steps while kappa climbs to ~6), so
     # low-dimensional runs start at kappa = 4; d >= 4 keeps 1.
     kappa = float(state.extra.get("kappa", torch.tensor(1.0 if pot.dim > LOW_DIM else 4.0)))
+
+    def keep(h_next: torch.Tensor) -> None:
+        # the state to continue from: the heights to evaluate next and what the damping needs
+        state.heights = h_next
+        state.extra.update(_save_prev(prev), tau=_scalar(tau), kappa=_scalar(kappa))
+        _sync(state, pot, evals0, elapsed0, t0)
+        if on_state is not None:
+            on_state(state)
+
     while state.iteration < max_iter:
         pot.set_heights(h)
         stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + state.iteration, quasi=quasi,
                             pairs=True, eps_quantile=eps_quantile)
         g = stats.counts.double() / stats.n_samples - nu
-        rec = _record(state, stats, nu, t0, pot, step=tau, kappa=kappa)
+        _sync(state, pot, evals0, elapsed0, t0)
+        rec = _record(state, stats, nu, step=tau, kappa=kappa)
         state.iteration += 1
+        state.heights = h
         _advance(state, rec, h, callback)
         if _converged(rec, tol):
-            state.converged = True
+            state.converged, state.stop_reason = True, "converged"
             break
         if max_time is not None and rec["time"] > max_time:
+            state.stop_reason = "max_time"
             break
         tv, floor = rec["tv_estimate"], rec["noise_floor"]
         if prev is not None and prev[0] > 2 * floor:
@@ -361,6 +398,7 @@ def solve_newton(
             # The step overshot: retry it halved from where it started (damped Newton).
             tau /= 2
             h = prev[2] - tau * prev[3]
+            keep(h)
             continue
         # a step that needed halving makes the next one start at twice its length, not at 1
         trust = 1.0 if prev is None else min(1.0, 2 * tau)
@@ -369,6 +407,7 @@ def solve_newton(
         stalled = prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor
         if tv <= 2.5 * floor or stalled:
             if state.batch * growth > max_samples:
+                state.stop_reason = "max_samples"
                 break
             state.batch = int(state.batch * growth)
         delta = _laplacian_solve(stats, g, n, neighbours=neighbours) / kappa
@@ -377,12 +416,36 @@ def solve_newton(
         tau = trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
         prev = (tv, g, h.clone(), delta, stats.noise_sq)
         h = h - tau * delta
-        state.extra["kappa"] = torch.tensor(kappa)
+        keep(h)
+    state.stop_reason = state.stop_reason or "max_iter"
     state.heights = h
-    state.evaluations += pot.evaluations
-    state.elapsed += time.perf_counter() - t0
+    state.extra["kappa"] = _scalar(kappa)
+    _sync(state, pot, evals0, elapsed0, t0)
     pot.reset_count()
     return state
+
+
+_PREV_KEYS = ("prev_tv", "prev_g", "prev_h", "prev_delta", "prev_noise")
+
+
+def _save_prev(prev) -> dict[str, torch.Tensor]:
+    """The last Newton step as checkpointable tensors (empty before the first step)."""
+    if prev is None:
+        return {}
+    tv, g, h, delta, noise = prev
+    return {"prev_tv": _scalar(tv), "prev_g": g, "prev_h": h, "prev_delta": delta, "prev_noise": _scalar(noise)}
+
+
+def _scalar(v: float) -> torch.Tensor:
+    """A float as a float64 0-d tensor: a checkpointed scalar must come back bit-identical."""
+    return torch.tensor(float(v), dtype=torch.float64)
+
+
+def _load_prev(extra: dict[str, torch.Tensor], device) -> tuple | None:
+    if not all(k in extra for k in _PREV_KEYS):
+        return None
+    return (float(extra["prev_tv"]), extra["prev_g"].to(device, torch.float64), extra["prev_h"].to(device, torch.float64),
+            extra["prev_delta"].to(device, torch.float64), float(extra["prev_noise"]))
 
 
 def solve_adam(
@@ -401,20 +464,23 @@ def solve_adam(
     max_iter: int = 20_000,
     max_time: float | None = None,
     callback: Callback | None = None,
+    on_state: StateHook | None = None,
 ) -> SolverState:
     """The AE-OT baseline: Adam (β = 0.9, 0.999, no bias correction, as in pyOMT) on h.
 
     ``lr`` defaults to 0.05 × the median top-2 score gap at the start (the scale of h that
     moves one cell boundary by about one cell), since the recipe's lr assumes normalised data.
     The Monte Carlo sample doubles when the gradient norm has not improved for ``patience``
-    iterations. Stopping rule as in ``solve_newton``.
+    iterations. Stopping rule, ``on_state`` and ``state.stop_reason`` as in ``solve_newton``.
     """
     n = pot.n_targets
     if state.batch <= 0:
         state.batch = int(batch0 or max(16 * n, 1 << 14))
     max_samples = int(max_samples or 64 * n * (0.4 / tol) ** 2)
     t0 = time.perf_counter()
+    state.stop_reason = ""
     pot.reset_count()
+    evals0, elapsed0 = state.evaluations, state.elapsed
     h = state.heights.to(pot.device, torch.float64)
     if lr is None:
         lr = float(state.extra.get("lr", torch.tensor(0.0)))
@@ -431,13 +497,16 @@ def solve_adam(
         pot.set_heights(h)
         stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + state.iteration, quasi=quasi)
         g = stats.counts.double() / stats.n_samples - nu
-        rec = _record(state, stats, nu, t0, pot, lr=lr)
+        _sync(state, pot, evals0, elapsed0, t0)
+        rec = _record(state, stats, nu, lr=lr)
         state.iteration += 1
+        state.heights = h
         _advance(state, rec, h, callback)
         if _converged(rec, tol):
-            state.converged = True
+            state.converged, state.stop_reason = True, "converged"
             break
         if max_time is not None and rec["time"] > max_time:
+            state.stop_reason = "max_time"
             break
         m = 0.9 * m + 0.1 * g
         v2 = 0.999 * v2 + 0.001 * g * g
@@ -450,13 +519,18 @@ def solve_adam(
             bad += 1
         if bad > patience:
             if state.batch * 2 > max_samples:
+                state.stop_reason = "max_samples"
                 break
             state.batch *= 2
             best_g, bad = math.inf, 0
-        state.extra = {"m": m, "v": v2, "best_g": torch.tensor(best_g), "bad": torch.tensor(bad), "lr": torch.tensor(lr)}
+        state.extra = {"m": m, "v": v2, "best_g": _scalar(best_g), "bad": torch.tensor(bad), "lr": _scalar(lr)}
+        state.heights = h
+        _sync(state, pot, evals0, elapsed0, t0)
+        if on_state is not None:
+            on_state(state)
+    state.stop_reason = state.stop_reason or "max_iter"
     state.heights = h
-    state.evaluations += pot.evaluations
-    state.elapsed += time.perf_counter() - t0
+    _sync(state, pot, evals0, elapsed0, t0)
     pot.reset_count()
     return state
 
