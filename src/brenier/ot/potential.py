@@ -1,13 +1,35 @@
-"""The Brenier potential u_h(x) = max_i <x, y_i> + h_i and its chunked evaluation.
+"""The Brenier potential u_h(x) = max_i <x, y_i> + h_i and its chunked, exact search.
 
 Every solver and sampler in brenier spends its time here: an argmax (or top-k) over the
-scores ``<x, y_i> + h_i`` of M points against N targets. The scores are produced one block of
-rows at a time by a single ``addmm`` and reduced at once, so no (M, N) matrix larger than
-``memory_budget`` bytes ever exists, and everything stays on the targets' device.
+scores ``<x, y_i> + h_i`` of M points against N targets. Three exact paths give the same answer
+(argmax: ties go to the lowest target index, as ``torch.max`` does; top-k: best first, ties in
+ascending index):
+
+* ``"brute"`` — the reference: one ``addmm`` per block of rows against all N targets, reduced at
+  once (the scores of a block are bounded by ``memory_budget`` bytes).
+* ``"tiled"`` — the same scores, produced one cache-sized tile (rows x target columns) at a time
+  and reduced into a running (max, argmax) / running top-k, so the reduction reads the tile from
+  L2 instead of re-reading a block from memory.
+* ``"pruned"`` — skips targets that provably cannot win. Targets are grouped (k-means on y_i, about
+  sqrt(N) groups); for a sample x the best score of group g is bounded by
+  ``<x, c_g> + f_g(|x|)``, ``f_g(t) = max_{i in g} h_i + t |y_i - c_g|`` (a convex function of t,
+  bounded by its chords on a grid). The group with the best bound is evaluated exactly, which
+  gives a lower bound on the sample's best (its k-th best for top-k); only the groups whose bound
+  reaches it are evaluated, as dense sub-blocks (samples routed per group), so matmul efficiency
+  is kept. The grouping depends on the targets only; ``set_heights`` refreshes the per-group
+  height envelopes (O(N)).
+
+``"auto"`` (the default) uses ``"tiled"`` for small N and otherwise times ``"pruned"`` against
+``"tiled"`` on one probe block after each change of heights and keeps the faster: pruning does not
+pay at low N, in high dimension or for targets spread uniformly, and then the tiled path runs.
+Everything stays on the targets' device; no (M, N) matrix larger than ``memory_budget`` exists.
 """
 
 from __future__ import annotations
 
+import math
+import operator
+import time
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -15,14 +37,37 @@ import torch
 #: default bound on the bytes of one block of scores (rows x N x 4 bytes)
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
+#: score-tile size of the tiled path, in elements (4 bytes each in float32): 2**19 = 2 MiB, the L2
+#: of one core here; measured (benchmarks/argmax.py) faster than the 256 MiB blocks of "brute".
+TILE_ELEMENTS = 2**19
+#: target columns of one tile (rows = TILE_ELEMENTS // columns)
+TILE_COLUMNS = 2048
+#: below this many targets "auto" does not build an index (pruning's overhead would not pay)
+AUTO_MIN_TARGETS = 8192
+#: rows of the probe block on which "auto" times the pruned against the tiled path
+PROBE_ROWS = 2048
+
+#: above this k a top-k runs on the tiled path: the pruned search's per-group merges of k-long
+#: lists cost more than they save (the bound of the k-th best also prunes little)
+PRUNED_MAX_K = 32
+
+SEARCHES = ("auto", "brute", "tiled", "pruned")
+
 
 class BrenierPotential:
     """u_h(x) = max_i <x, y_i> + h_i, a convex piecewise-affine function.
 
     targets: (N, d) tensor y_i; heights: (N,) tensor h_i (float64 master copy).
     Scores are computed in ``compute_dtype`` (float32 by default: the Monte Carlo noise is far
-    above its rounding) on the targets' device. ``evaluations`` counts score evaluations
-    (sample-target pairs) since construction or the last ``reset_count``.
+    above its rounding) on the targets' device.
+
+    search : ``"auto"`` (default), ``"brute"`` (the reference), ``"tiled"`` or ``"pruned"``; all
+        give identical argmax / top-k (see the module docstring). ``n_groups`` (default
+        ~sqrt(N)) and ``seed`` set the k-means grouping of the pruned search.
+
+    ``evaluations`` counts score evaluations since construction or the last ``reset_count``:
+    sample-target pairs actually computed, plus one per sample-group bound (a d-dimensional dot
+    product, like a pair); ``bound_evaluations`` is the part of it spent on bounds.
     """
 
     def __init__(
@@ -32,15 +77,33 @@ class BrenierPotential:
         *,
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         compute_dtype: torch.dtype = torch.float32,
+        search: str = "auto",
+        n_groups: int | None = None,
+        seed: int = 0,
     ):
+        if not isinstance(targets, torch.Tensor) or not isinstance(heights, torch.Tensor):
+            raise TypeError(f"targets and heights must be torch tensors, got {type(targets).__name__} and {type(heights).__name__}")
         if targets.ndim != 2 or heights.shape != (targets.shape[0],):
             raise ValueError(f"targets (N, d) and heights (N,) expected, got {tuple(targets.shape)} and {tuple(heights.shape)}")
+        if search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if n_groups is not None and (int(n_groups) < 1 or int(n_groups) > targets.shape[0]):
+            raise ValueError(f"n_groups must be in [1, N={targets.shape[0]}], got {n_groups}")
+        if int(memory_budget) < 1:
+            raise ValueError(f"memory_budget must be a positive number of bytes, got {memory_budget}")
         self.targets = targets
         self.device = targets.device
         self.compute_dtype = compute_dtype
         self.memory_budget = int(memory_budget)
+        self.search = search
+        self.n_groups = None if n_groups is None else int(n_groups)
+        self.seed = int(seed)
         self._yt = targets.to(compute_dtype).T.contiguous()  # (d, N)
         self.evaluations = 0
+        self.bound_evaluations = 0
+        self._index: _TargetGroups | None = None
+        self._choice: str | None = None  # what "auto" settled on for the current heights
+        self.last_probe: dict | None = None  # timings of "auto"'s last probe (for benchmarks)
         self.set_heights(heights)
 
     @property
@@ -52,11 +115,21 @@ class BrenierPotential:
         return self.targets.shape[1]
 
     def set_heights(self, heights: torch.Tensor) -> None:
+        """Replace the heights h (N,); the target index stays, its height envelopes are refreshed."""
+        if heights.shape != (self.n_targets,):
+            raise ValueError(f"heights must have shape ({self.n_targets},), got {tuple(heights.shape)}")
+        if not bool(torch.isfinite(heights).all()):
+            raise ValueError("heights must be finite (no NaN or inf)")
         self.heights = heights.to(device=self.device, dtype=torch.float64)
         self._h = self.heights.to(self.compute_dtype)[None, :]
+        if self._index is not None:
+            self._index.set_heights(self._h[0])
+        if self.search == "auto" and self._choice is not None:
+            self._choice = None  # pruning's yield depends on h: probe again at the next query
 
     def reset_count(self) -> None:
         self.evaluations = 0
+        self.bound_evaluations = 0
 
     @property
     def block_rows(self) -> int:
@@ -69,36 +142,465 @@ class BrenierPotential:
 
         ``x`` is one (M, d) tensor or an iterable of such blocks (e.g. a source stream).
         """
-        blocks = (x,) if isinstance(x, torch.Tensor) else x
         step = self.block_rows
-        for xb in blocks:
-            xb = xb.to(device=self.device, dtype=self.compute_dtype)
+        for xb in self._blocks(x):
             for s in range(0, xb.shape[0], step):
                 xc = xb[s : s + step]
                 self.evaluations += xc.shape[0] * self.n_targets
                 yield xc, torch.addmm(self._h, xc, self._yt)
 
+    # ------------------------------------------------------------------ queries
     def argmax(self, x) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values (M,), indices (M,) int64): u_h(x) and the power cell holding each x."""
+        """(values (M,), indices (M,) int64): u_h(x) and the power cell holding each x.
+
+        ``x``: (M, d) tensor or an iterable of (b, d) blocks. Ties go to the lowest index.
+        """
         vals, idx = [], []
-        for _, s in self.score_blocks(x):
-            v, i = s.max(dim=1)
+        for xb in self._blocks(x):
+            v, i = self._query(xb, None)
             vals.append(v)
             idx.append(i)
         return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
 
     def topk(self, x, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values (M, k), indices (M, k)): the k largest scores of each x, best first."""
-        k = min(int(k), self.n_targets)
+        """(values (M, k), indices (M, k)): the k largest scores of each x, best first.
+
+        ``x``: (M, d) tensor or an iterable of (b, d) blocks; k is capped at N. Equal scores are
+        ordered by ascending target index (and at the k-th place the lowest indices are kept).
+        """
+        if isinstance(k, bool) or not hasattr(k, "__index__"):
+            raise TypeError(f"k must be an integer, got {type(k).__name__}")
+        if operator.index(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        k = min(operator.index(k), self.n_targets)
         vals, idx = [], []
-        for _, s in self.score_blocks(x):
-            v, i = torch.topk(s, k, dim=1)
+        for xb in self._blocks(x):
+            v, i = self._query(xb, k)
             vals.append(v)
             idx.append(i)
         if not vals:
             return (torch.empty(0, k, dtype=self.compute_dtype, device=self.device),
                     torch.empty(0, k, dtype=torch.int64, device=self.device))
         return torch.cat(vals), torch.cat(idx)
+
+    # ------------------------------------------------------------------ internals
+    def _blocks(self, x) -> Iterator[torch.Tensor]:
+        blocks = (x,) if isinstance(x, torch.Tensor) else x
+        for xb in blocks:
+            if not isinstance(xb, torch.Tensor):
+                raise TypeError(f"x must be a torch tensor or an iterable of tensors, got {type(xb).__name__}")
+            if xb.ndim != 2 or xb.shape[1] != self.dim:
+                raise ValueError(f"x must have shape (M, {self.dim}), got {tuple(xb.shape)}")
+            if not bool(torch.isfinite(xb).all()):
+                raise ValueError("x must be finite (no NaN or inf)")
+            if xb.shape[0] == 0:
+                continue
+            yield xb.to(device=self.device, dtype=self.compute_dtype)
+
+    def _query(self, xb: torch.Tensor, k: int | None):
+        mode = self.search
+        if mode == "auto":
+            mode = self._auto(xb, k)
+        if mode == "brute":
+            return self._brute(xb, k)
+        if mode == "tiled" or (k is not None and k > PRUNED_MAX_K):
+            return self._tiled(xb, k)
+        return self._pruned(xb, k)
+
+    def _auto(self, xb: torch.Tensor, k: int | None) -> str:
+        if self.n_targets < AUTO_MIN_TARGETS:
+            return "tiled"
+        if self._choice is not None:
+            return self._choice
+        if xb.shape[0] < PROBE_ROWS:
+            return "tiled"  # too few rows to judge: the safe path, decide on a bigger query
+        probe = xb[:PROBE_ROWS]
+        self._ensure_index()
+        self._pruned(probe, k)  # warm-up: first-call allocations would bias the timing
+        t0 = time.perf_counter()
+        self._pruned(probe, k)
+        _sync(self.device)
+        t_pruned = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self._tiled(probe, k)
+        _sync(self.device)
+        t_tiled = time.perf_counter() - t0
+        # a margin: the probe is one block, the timings are noisy; prefer the simpler path on a near tie
+        self._choice = "pruned" if t_pruned < 0.8 * t_tiled else "tiled"
+        self.last_probe = {"pruned_s": t_pruned, "tiled_s": t_tiled, "choice": self._choice}
+        return self._choice
+
+    def _brute(self, xb: torch.Tensor, k: int | None):
+        vals, idx = [], []
+        step = self.block_rows
+        for s in range(0, xb.shape[0], step):
+            xc = xb[s : s + step]
+            self.evaluations += xc.shape[0] * self.n_targets
+            sc = torch.addmm(self._h, xc, self._yt)
+            v, i = sc.max(dim=1) if k is None else _topk_lowest(sc, k)
+            vals.append(v)
+            idx.append(i)
+        return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+
+    def _tile_shape(self) -> tuple[int, int]:
+        cols = min(self.n_targets, TILE_COLUMNS)
+        rows = max(1, min(TILE_ELEMENTS, self.memory_budget // 4) // cols)
+        return rows, cols
+
+    def _tiled(self, xb: torch.Tensor, k: int | None):
+        rows, cols = self._tile_shape()
+        n = self.n_targets
+        vals, idx = [], []
+        buf = torch.empty(rows, cols, dtype=self.compute_dtype, device=self.device)
+        for s in range(0, xb.shape[0], rows):
+            xc = xb[s : s + rows]
+            r = xc.shape[0]
+            if k is None:
+                v, i = _tiled_argmax(xc, self._yt, self._h, buf[:r])
+            else:
+                best = None
+                for c in range(0, n, cols):
+                    w = min(cols, n - c)
+                    sc = torch.addmm(self._h[:, c : c + w], xc, self._yt[:, c : c + w], out=buf[:r, :w])
+                    tv, ti = _topk_lowest(sc, min(k, w), scratch=True)
+                    best = (tv, ti) if best is None else _merge_topk(best[0], best[1], tv, ti + c, k)
+                v, i = best
+            self.evaluations += r * n
+            vals.append(v)
+            idx.append(i)
+        return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+
+    def _ensure_index(self) -> _TargetGroups:
+        if self._index is None:
+            g = self.n_groups or max(1, min(self.n_targets, round(math.sqrt(self.n_targets))))
+            self._index = _TargetGroups(self._yt.T, self._h[0], g, seed=self.seed)
+        return self._index
+
+    def _pruned(self, xb: torch.Tensor, k: int | None):
+        index = self._ensure_index()
+        # rows per chunk: the (b, G) bounds and masks, and the gathered sub-blocks, stay far below the budget
+        step = max(1, min(16384, self.memory_budget // (16 * (index.n_groups + self.dim + 8))))
+        vals, idx = [], []
+        for s in range(0, xb.shape[0], step):
+            v, i, pairs, bounds = index.search(xb[s : s + step], k)
+            self.evaluations += pairs + bounds
+            self.bound_evaluations += bounds
+            vals.append(v)
+            idx.append(i)
+        return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+
+
+class _TargetGroups:
+    """Targets grouped by k-means on y, sorted by group (and by index within a group), with the
+    per-group data of the bounds below; ``set_heights`` refreshes their height parts in O(N d).
+
+    Two upper bounds on a group's best score, both valid for any heights (the smaller is used):
+
+    * linear: ``<x, c_g> + f_g(|x|)``, ``f_g(t) = max_{i in g} h_i + t r_i`` (r_i = |y_i - c_g|);
+      f_g is convex in t, so its chords on a grid bound it.
+    * quadratic: write ``h_i = -lam/2 |y_i|^2 + <b, y_i> + e_i`` (lam, b a least-squares fit, e_i
+      the residual); then ``<x, y_i> + h_i = lam/2 |q|^2 - lam/2 |y_i - q|^2 + e_i`` with
+      ``q = (x + b) / lam``, so the group's best is at most
+      ``lam/2 |q|^2 - lam/2 (|q - c_g| - r_g)_+^2 + max_{i in g} e_i``: for heights close to a
+      Voronoi / power start (h_i ~ -|y_i|^2 / (2 s)) this is the nearest-ball bound of a
+      nearest-neighbour search, much tighter than the linear one.
+
+    Bounds are computed in the compute dtype with a per-sample rounding allowance (slack).
+    """
+
+    #: points of the |x| grid on which f_g is tabulated (chords between them bound f_g, convex)
+    GRID = 9
+
+    def __init__(self, y: torch.Tensor, h: torch.Tensor, n_groups: int, *, seed: int):
+        self.dtype = y.dtype
+        n, d = y.shape
+        labels, centers = _kmeans(y, n_groups, seed=seed)
+        counts = torch.bincount(labels, minlength=centers.shape[0])
+        keep = counts > 0
+        remap = torch.cumsum(keep.long(), 0) - 1
+        labels, centers, counts = remap[labels], centers[keep], counts[keep]
+        self.n_groups = centers.shape[0]
+        # stable: within a group the targets stay in ascending index order, so a group's local
+        # argmax (first maximum) is its lowest-index maximum
+        self.perm = torch.sort(labels, stable=True).indices
+        self.counts = counts.tolist()
+        self.offsets = [0]
+        for c in self.counts:
+            self.offsets.append(self.offsets[-1] + c)
+        self.min_count = min(self.counts)
+        ys = y[self.perm]
+        self.yt = ys.T.contiguous()  # (d, N) in group order, compute dtype
+        self.y64 = ys.double()  # (N, d) for the height fit
+        c64 = centers.double()
+        self.centers_t = c64.T.contiguous()  # (d, G) float64
+        self.centers_t_c = self.centers_t.to(self.dtype)  # (d, G) compute dtype, for the bounds
+        self.c_sq = (c64 * c64).sum(1)  # (G,)
+        self.c_norm_max = float(self.c_sq.max().sqrt())
+        self.group_of = labels[self.perm]  # (N,) group of each sorted target
+        self.r = (self.y64 - c64[self.group_of]).norm(dim=1)  # (N,) distance to own center
+        r_max = self._group_max(self.r)
+        self.r_max64 = float(r_max.max())
+        self.r_max = r_max.to(self.dtype)
+        # scale of the rounding error of a score (see slack in search)
+        self.y_scale = float(self.y64.norm(dim=1).max())
+        self.n = n
+        self.t_max: float | None = None  # |x| range of the grid, fixed at the first search
+        self.set_heights(h)
+
+    def _group_max(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.full((self.n_groups,), -math.inf, dtype=v.dtype, device=v.device).scatter_reduce(
+            0, self.group_of, v, "amax")
+
+    def set_heights(self, h: torch.Tensor) -> None:
+        self.h = h[self.perm].contiguous()[None, :]  # (1, N) in group order, compute dtype
+        h64 = self.h[0].double()
+        self.h_max = self._group_max(h64).to(self.dtype)
+        self.h_abs = float(h64.abs().max())
+        self._table = None  # f_g on the grid: rebuilt lazily (needs t_max)
+        # quadratic model of the heights (see the class docstring); kept only when convex (lam > 0)
+        ysq = (self.y64 * self.y64).sum(1)
+        a = torch.cat([-0.5 * ysq[:, None], self.y64, torch.ones_like(ysq)[:, None]], 1)
+        sol = torch.linalg.lstsq(a.cpu(), h64.cpu()[:, None]).solution[:, 0].to(h64.device)
+        lam = float(sol[0])
+        self.lam = lam if math.isfinite(lam) and lam > 1e-12 else None
+        if self.lam is not None:
+            bvec = sol[1:-1]
+            e = h64 + 0.5 * lam * ysq - self.y64 @ bvec
+            self.b = bvec.to(self.dtype)[None, :]  # (1, d)
+            self.e_max = self._group_max(e).to(self.dtype)
+            self.e_abs = float(e.abs().max())
+            # per-group constant of |q - c_g|^2 = |q|^2 - 2/lam (<x, c_g> + <b, c_g>) + |c_g|^2
+            self.qc_const = (self.c_sq - 2.0 / lam * (bvec @ self.centers_t)).to(self.dtype)[None, :]
+
+    def bounds(self, x: torch.Tensor, tn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bounds (b, G), slack (b,)): upper bounds on each group's best score for x (b, d) in the
+        compute dtype (tn = |x| in float64), and per row the rounding allowance of those bounds.
+
+        Computed in sub-blocks of rows whose (rows, G) temporaries stay in cache: the element-wise
+        work here is ~20 passes over (b, G), memory-bound when the block is large."""
+        b = x.shape[0]
+        dt = self.dtype
+        t_max = self.t_max
+        if self._table is None:
+            grid = torch.linspace(0.0, t_max, self.GRID, dtype=torch.float64, device=x.device)
+            h64 = self.h[0].double()
+            tab = torch.stack([self._group_max(h64 + tj * self.r) for tj in grid.tolist()])
+            self._table = tab.to(dt)
+            self._dtable = (tab[1:] - tab[:-1]).to(dt)  # chord slopes x grid step
+            self._f_abs = float(tab.abs().max())
+        step = t_max / (self.GRID - 1)
+        u = (tn / step).clamp(max=self.GRID - 1 - 1e-9)
+        j = u.floor().long()
+        w = (u - j).to(dt)[:, None]
+        t = tn.to(dt)[:, None]
+        out = torch.empty(b, self.n_groups, dtype=dt, device=x.device)
+        cr = float(self.c_norm_max + self.r_max64)
+        # rounding allowance of the float bounds: a few units of roundoff of each term's magnitude
+        mag = tn * cr + self._f_abs + self.h_abs + tn * float(self.r_max64)
+        if self.lam is not None:
+            q = (x.double() + self.b.double()) / self.lam
+            q_sq64 = (q * q).sum(1)
+            mag = mag + self.lam * (q_sq64 + cr * cr) + self.e_abs
+            q_sq = q_sq64.to(dt)[:, None]
+            half = 0.5 * self.lam
+        slack = 32 * (x.shape[1] + 8) * torch.finfo(dt).eps * mag
+        sub = max(1, 2**17 // self.n_groups)
+        for s in range(0, b, sub):
+            e = min(b, s + sub)
+            xc = torch.mm(x[s:e], self.centers_t_c)  # (sb, G)
+            # linear: chords of the tabulated convex f_g inside the grid, H_g + t r_g beyond it
+            lin = torch.addcmul(self._table[j[s:e]], self._dtable[j[s:e].clamp(max=self.GRID - 2)], w[s:e])
+            coarse = torch.addcmul(self.h_max[None, :], t[s:e], self.r_max[None, :])
+            lin = torch.where(t[s:e] > t_max, coarse, torch.minimum(lin, coarse)).add_(xc)
+            if self.lam is not None:
+                # |q - c_g| from <x, c_g>, then the nearest-ball bound
+                d2 = torch.add(self.qc_const, xc, alpha=-2.0 / self.lam).add_(q_sq[s:e])
+                gap = d2.clamp_(min=0).sqrt_().sub_(self.r_max[None, :]).clamp_(min=0)
+                quad = gap.square_().mul_(-half).add_(q_sq[s:e], alpha=half).add_(self.e_max[None, :])
+                torch.minimum(lin, quad, out=out[s:e])
+            else:
+                out[s:e] = lin
+        return out, slack
+
+    def _eval(self, x, rows_per_group, best_v, best_i, k):
+        """Evaluate exactly the groups listed in rows_per_group (group -> row indices into x) and
+        merge into the running best; returns the pairs computed."""
+        pairs = 0
+        for g, rows in rows_per_group:
+            a, b = self.offsets[g], self.offsets[g + 1]
+            xs = x[rows]
+            sc = torch.addmm(self.h[:, a:b], xs, self.yt[:, a:b])
+            pairs += sc.numel()
+            if k is None:
+                # values first (amax is >10x faster than max-with-index on CPU); the index only
+                # for the rows this group can change: better, or equal (then the lower index wins)
+                v = sc.amax(dim=1)
+                bv = best_v[rows]
+                sel = (v >= bv).nonzero().squeeze(1)
+                if sel.numel():
+                    r_sel = rows[sel]
+                    gi = self.perm[a + sc[sel].argmax(dim=1)]
+                    v_sel, bv_sel, bi_sel = v[sel], bv[sel], best_i[r_sel]
+                    upd = (v_sel > bv_sel) | (gi < bi_sel)
+                    best_v[r_sel] = torch.where(upd, v_sel, bv_sel)
+                    best_i[r_sel] = torch.where(upd, gi, bi_sel)
+            else:
+                v, li = _topk_lowest(sc, min(k, b - a), scratch=True)
+                mv, mi = _merge_topk(best_v[rows], best_i[rows], v, self.perm[a + li], k)
+                best_v[rows] = mv
+                best_i[rows] = mi
+        return pairs
+
+    def search(self, x: torch.Tensor, k: int | None):
+        """Exact (values, indices) of the best (k is None) or top-k scores of x (b, d); also the
+        pairs and the bounds computed."""
+        b = x.shape[0]
+        dev = x.device
+        tn = x.double().norm(dim=1)
+        if self.t_max is None:
+            # the grid covers the |x| of the first block (sources are bounded); beyond it the
+            # coarser bound H_g + |x| r_g still holds
+            self.t_max = max(float(tn.max()) * 1.25, 1e-12)
+        bounds, slack = self.bounds(x, tn)  # (b, G), (b,)
+        # plus the float rounding of the scores (compute dtype, d products summed): a few units
+        # of roundoff per term, scaled, and generous — it only costs a little pruning
+        eps = torch.finfo(self.dtype).eps
+        slack = slack + 4 * (x.shape[1] + 8) * eps * (tn * self.y_scale + self.h_abs + 1e-30)  # (b,)
+        kk = 1 if k is None else k
+        if k is None:
+            best_v = torch.full((b,), -math.inf, dtype=self.dtype, device=dev)
+            best_i = torch.full((b,), self.n, dtype=torch.int64, device=dev)
+        else:
+            best_v = torch.full((b, k), -math.inf, dtype=self.dtype, device=dev)
+            best_i = torch.full((b, k), self.n, dtype=torch.int64, device=dev)
+        # first pass: each sample's most promising groups (enough of them to hold k targets)
+        n_first = min(self.n_groups, -(-kk // self.min_count))
+        first = torch.topk(bounds, n_first, dim=1).indices if n_first > 1 else bounds.argmax(dim=1, keepdim=True)
+        done = torch.zeros(b, self.n_groups, dtype=torch.bool, device=dev)
+        done.scatter_(1, first, True)
+        pairs = self._eval(x, _route(done), best_v, best_i, k)
+        # lower bound on the sample's best (k-th best): only groups whose bound reaches it can matter
+        low = best_v if k is None else best_v[:, -1]
+        need = (bounds >= (low.double() - slack).to(self.dtype)[:, None]) & ~done
+        pairs += self._eval(x, _route(need), best_v, best_i, k)
+        return best_v, best_i, pairs, b * self.n_groups
+
+
+#: width of the strips in which the tiled argmax localises a row's maximum before taking its index
+STRIP = 256
+
+
+def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.Tensor):
+    """(max (r,), first argmax (r,)) of x @ yt + h, x (r, d), yt (d, N), h (1, N), one tile of
+    ``buf`` (r, C) at a time.
+
+    On CPU torch's max-with-index kernel runs at ~0.5 G elements/s while ``amax`` runs at ~7-10
+    (measured here, benchmarks/argmax.py), so each tile is reduced to strip maxima with ``amax``;
+    a row's index is searched (within one strip of the tile still in cache) only when the tile
+    improves the row's best, about 1 + ln(N / C) times per row. Ties: the first strip, the first
+    tile (strict '>') and the first column win, i.e. the lowest index, as torch.max.
+    """
+    r, cols = buf.shape
+    n = yt.shape[1]
+    best_v = torch.full((r,), -math.inf, dtype=buf.dtype, device=buf.device)
+    best_i = torch.zeros(r, dtype=torch.int64, device=buf.device)
+    offs = torch.arange(STRIP, device=buf.device)
+    for c in range(0, n, cols):
+        w = min(cols, n - c)
+        sc = torch.addmm(h[:, c : c + w], x, yt[:, c : c + w], out=buf[:, :w])
+        full = w - w % STRIP
+        parts = [sc[:, :full].view(r, full // STRIP, STRIP).amax(dim=2)] if full else []
+        if full < w:
+            parts.append(sc[:, full:].amax(dim=1, keepdim=True))
+        smax = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        v, j = smax.max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
+        upd = (v > best_v).nonzero().squeeze(1)
+        if upd.numel():
+            cols_u = (j[upd] * STRIP)[:, None] + offs[None, :]
+            # past the tile's end: repeat its last column, which comes later, so a tie stays with the earlier one
+            cols_u = cols_u.clamp(max=w - 1)
+            li = sc[upd].gather(1, cols_u).argmax(dim=1)
+            best_i[upd] = c + cols_u.gather(1, li[:, None]).squeeze(1)
+            best_v[upd] = v[upd]
+    return best_v, best_i
+
+
+def _route(mask: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """(group, rows) for every group with rows set in mask (b, G): one nonzero, one split."""
+    gr = mask.T.nonzero()  # sorted by group, then row
+    if gr.shape[0] == 0:
+        return []
+    groups, counts = torch.unique_consecutive(gr[:, 0], return_counts=True)
+    return list(zip(groups.tolist(), gr[:, 1].split(counts.tolist()), strict=True))
+
+
+def _kmeans(y: torch.Tensor, g: int, *, seed: int, iters: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on y (N, d) with g centers drawn from the points (seeded): (labels (N,),
+    centers (g, d)). A few iterations suffice: any grouping keeps the search exact, tighter
+    groups only prune more. Chunked, so no (N, g) matrix beyond 64 MiB exists."""
+    n = y.shape[0]
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    centers = y[torch.randperm(n, generator=gen)[:g].to(y.device)].clone()
+    yn = (y * y).sum(1)
+    step = max(1, (16 * 2**20) // max(g, 1))
+    labels = torch.empty(n, dtype=torch.int64, device=y.device)
+    for _ in range(iters + 1):
+        cn = (centers * centers).sum(1)
+        for s in range(0, n, step):
+            # |y - c|^2 = |y|^2 - 2 <y, c> + |c|^2; |y|^2 is constant per row
+            labels[s : s + step] = torch.addmm(cn[None, :], y[s : s + step], centers.T, alpha=-2.0).argmin(1)
+        sums = torch.zeros_like(centers).index_add_(0, labels, y)
+        cnt = torch.bincount(labels, minlength=g).to(y.dtype)
+        nonempty = cnt > 0
+        centers = torch.where(nonempty[:, None], sums / cnt.clamp(min=1)[:, None], centers)
+    del yn
+    return labels, centers
+
+
+def _topk_lowest(s: torch.Tensor, k: int, *, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row of s (m, n), best first, equal values in ascending column order, and at
+    the k-th place the lowest columns kept (torch.topk leaves both unspecified).
+
+    scratch=True lets a small k overwrite s: k passes of ``max`` (first maximum = lowest column),
+    masking each winner, measured several times faster than torch.topk on CPU for k <= 8.
+    """
+    if scratch and k <= 8:
+        vs, is_ = [], []
+        for j in range(k):
+            v, i = s.max(dim=1)
+            vs.append(v)
+            is_.append(i)
+            if j + 1 < k:
+                s.scatter_(1, i[:, None], -math.inf)
+        return torch.stack(vs, 1), torch.stack(is_, 1)
+    v, i = torch.topk(s, k, dim=1)
+    kth = v[:, -1:]
+    # rows where a value equal to the k-th one was left out: redo them with a stable full sort
+    loose = (s == kth).sum(1) > (v == kth).sum(1)
+    if bool(loose.any()):
+        rows = loose.nonzero().squeeze(1)
+        sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
+        v[rows], i[rows] = sv[:, :k], si[:, :k]
+    return _canonical(v, i)
+
+
+def _canonical(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Order each row by value descending, equal values by ascending index."""
+    o = torch.sort(i, dim=1).indices
+    v, i = v.gather(1, o), i.gather(1, o)
+    o = torch.sort(v, dim=1, descending=True, stable=True).indices
+    return v.gather(1, o), i.gather(1, o)
+
+
+def _merge_topk(v1, i1, v2, i2, k: int):
+    """The k best of two canonical top lists with disjoint indices (rows aligned)."""
+    v, i = _canonical(torch.cat([v1, v2], 1), torch.cat([i1, i2], 1))
+    return v[:, :k], i[:, :k]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _cat(parts: list[torch.Tensor], dtype, device) -> torch.Tensor:
