@@ -9,6 +9,7 @@ also expose themselves as a shapely polygon for the exact power-diagram solver.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,26 @@ import torch
 
 from ._array import as_points
 
-__all__ = ["Source", "UniformBox", "UniformBall", "Polygon", "Gaussian", "source_from_dict"]
+__all__ = ["Source", "UniformBox", "UniformBall", "Polygon", "Gaussian", "source_from_dict", "CHUNK_SIZE", "n_chunks"]
 
 # Sobol coordinates can be exactly 0; keep inverse-CDF transforms finite.
 _U_EPS = 1e-7
+
+#: Points per chunk of a Monte Carlo sample (``Source.chunks``). A sample of n points is the
+#: chunks 0, 1, ..., ceil(n / CHUNK_SIZE) − 1 (the last one cut short), and a chunk's points depend
+#: only on (seed, chunk index): any memory budget, any number of ranks sees the same sample.
+CHUNK_SIZE = 1 << 14
+
+
+def n_chunks(n: int) -> int:
+    """Number of chunks of ``CHUNK_SIZE`` points holding a sample of ``n`` points."""
+    return -(-int(n) // CHUNK_SIZE)
+
+
+def _chunk_seed(seed: int, k: int) -> int:
+    """A 63-bit seed for chunk ``k`` of the stream ``seed``, hashed by NumPy's SeedSequence so that
+    no two (seed, k) pairs share a generator (seed * K + k would collide across streams)."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class _UnitCube:
@@ -46,6 +63,29 @@ class _UnitCube:
         else:
             u = torch.rand(n, self.k, generator=self.gen, dtype=dtype)
         return u.to(device)
+
+
+class _ChunkedCube:
+    """Chunks of the unit-cube stream: chunk k is the points [k·C, (k+1)·C) of one scrambled Sobol
+    sequence (reached by ``fast_forward``, cheap next to scoring the points), or, i.i.d., C points
+    from a generator seeded by (seed, k)."""
+
+    def __init__(self, k: int, *, seed: int, quasi: bool):
+        self.k, self.seed = k, int(seed)
+        self.quasi = quasi and k <= torch.quasirandom.SobolEngine.MAXDIM
+        self.sobol, self.pos = None, 0
+
+    def chunk(self, index: int, dtype: torch.dtype) -> torch.Tensor:
+        fdtype = torch.float64 if dtype == torch.float64 else torch.float32
+        if not self.quasi:
+            gen = torch.Generator(device="cpu").manual_seed(_chunk_seed(self.seed, index))
+            return torch.rand(CHUNK_SIZE, self.k, generator=gen, dtype=fdtype)
+        start = index * CHUNK_SIZE
+        if self.sobol is None or start < self.pos:  # a chunk before the last one: restart the sequence
+            self.sobol, self.pos = torch.quasirandom.SobolEngine(self.k, scramble=True, seed=self.seed), 0
+        self.sobol.fast_forward(start - self.pos)
+        self.pos = start + CHUNK_SIZE
+        return self.sobol.draw(CHUNK_SIZE, dtype=fdtype)
 
 
 def _uniform(n: int, k: int, *, seed: int | None, quasi: bool, device, dtype) -> torch.Tensor:
@@ -104,6 +144,42 @@ class Source:
             b = min(block, n - done)
             yield self._from_unit(cube.draw(b, device=device, dtype=dtype))
             done += b
+
+    def chunks(
+        self,
+        n: int,
+        *,
+        seed: int,
+        quasi: bool = False,
+        indices: Iterable[int] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield ``(k, x_k)`` for the chunks of a sample of ``n`` points: x_k (b, dim), b ≤ CHUNK_SIZE.
+
+        The sample is chunks 0 .. n_chunks(n) − 1 of one stream, and chunk k's points depend
+        only on ``(seed, k)`` (with ``quasi``, the points [k·C, (k+1)·C) of one scrambled Sobol
+        sequence; else an i.i.d. draw seeded by (seed, k)); only the last chunk is cut short by n.
+        So the sample does not depend on how it is split: ``indices`` (ascending) picks a subset
+        of the chunks (e.g. ``range(rank, n_chunks(n), world_size)`` for one rank's share).
+        """
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"n: expected a non-negative integer, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        total = n_chunks(n)
+        ks = range(total) if indices is None else [int(k) for k in indices]
+        for k in ks:
+            if not 0 <= k < total:
+                raise ValueError(f"indices: chunk {k} outside 0..{total - 1} for a sample of {n} points")
+        cube = _ChunkedCube(self._cube_dim, seed=int(seed), quasi=quasi)
+        for k in ks:
+            size = min(CHUNK_SIZE, int(n) - k * CHUNK_SIZE)
+            yield k, self._chunk(cube, k, size, device=device, dtype=dtype)
+
+    def _chunk(self, cube: _ChunkedCube, k: int, size: int, *, device, dtype) -> torch.Tensor:
+        # always the whole chunk, then cut: a chunk's first points do not depend on n
+        return self._from_unit(cube.chunk(k, dtype)[:size].to(device=device, dtype=dtype))
 
     #: dimension of the unit-cube points that ``_from_unit`` maps onto the measure
     _cube_dim: int
@@ -266,6 +342,15 @@ class Polygon(Source):
             b = min(block, n - done)
             yield self._sample(b, seed=base * 1_000_003 + k, quasi=quasi, device=device, dtype=dtype)
             done, k = done + b, k + 1
+
+    def _chunk(self, cube, k, size, *, device, dtype):
+        # rejection sampling has no cheap fast-forward: each chunk is its own (seed, k) draw
+        x = self._sample(CHUNK_SIZE, seed=_chunk_seed(cube.seed, k) % 2**40, quasi=cube.quasi, device=device, dtype=dtype)
+        return x[:size]
+
+    @property
+    def _cube_dim(self):
+        return 2
 
     def contains(self, x) -> np.ndarray:
         x = as_points(x, "x", dim=2).numpy()
