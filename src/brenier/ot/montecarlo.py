@@ -45,6 +45,7 @@ sqrt(max(tv² − floor², 0)) and only once the floor itself is below the toler
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 import warnings
@@ -53,7 +54,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..sources import Source
+from ..sources import Source, n_chunks
+from . import distributed
 from .potential import BrenierPotential
 
 Callback = Callable[[dict[str, Any], torch.Tensor], None]
@@ -119,53 +121,132 @@ def batch_stats(
 ) -> BatchStats:
     """Count samples per power cell; with ``pairs``, also count near-tie pairs for the Hessian.
 
-    Draws ``n_samples`` source points in blocks (never all at once) and reduces each block's
-    scores immediately. The near-tie width ε is the ``eps_quantile`` quantile of the top-2 score
-    gaps in the first block.
+    The sample is two half-samples (streams ``seed`` and ``seed + 0x5EED``), each a list of chunks
+    of ``sources.CHUNK_SIZE`` points whose content depends only on (stream, chunk index); the
+    targets are reached only through ``pot.topk`` / ``pot.argmax`` of one chunk at a time. The
+    near-tie width ε is the ``eps_quantile`` quantile of the top-2 score gaps of the first chunk.
+    So the result does not depend on ``pot``'s memory budget nor on how the chunks are split
+    across ranks (counts exactly, pair weights up to float64 summation order).
+
+    Under ``distributed.use(comm)`` with P > 1 ranks: with a plain ``BrenierPotential`` rank r
+    takes the chunks g ≡ r (mod P) of the batch and the ranks combine counts (all-reduce) and
+    pairs (all-gather); with a ``distributed.ShardedPotential`` every rank takes every chunk and
+    the potential merges the top-k. Every rank returns the same statistics.
     """
+    comm = distributed.current()
     n = pot.n_targets
-    halves = torch.zeros(2, n, dtype=torch.int64, device=pot.device)
-    keys: list[torch.Tensor] = []
-    weights: list[torch.Tensor] = []
-    eps = None
-    block = min(pot.block_rows, 1 << 16)
+    dev = pot.device
+    sizes = (n_samples // 2, n_samples - n_samples // 2)
+    seeds = (seed, seed + 0x5EED)
     # Two independent half-samples (two scrambles): their disagreement measures the noise of
     # the pooled estimate directly, also for QMC, whose noise is below the i.i.d. formula.
-    sizes = (n_samples // 2, n_samples - n_samples // 2)
-    for half, (size, sd) in enumerate(zip(sizes, (seed, seed + 0x5EED))):
-        stream = source.stream(size, block, seed=sd, quasi=quasi, device=pot.device, dtype=pot.compute_dtype)
-        for _, s in pot.score_blocks(stream):
-            if not pairs:
-                halves[half] += torch.bincount(s.argmax(dim=1), minlength=n)
-                continue
-            v, i = torch.topk(s, min(k_pairs, n), dim=1)
-            halves[half] += torch.bincount(i[:, 0], minlength=n)
-            if eps is None:
-                gap2 = (v[: 1 << 20, 0] - v[: 1 << 20, 1]).double()
-                eps = float(torch.quantile(gap2, eps_quantile).clamp_min(1e-12))
-            # Entropic Hessian: with p = softmax(s / eps) over the best k cells, each sample adds
-            # p_i p_j / eps to the pair (best cell i, runner-up j). Across a facet this integrates
-            # to exactly |W_i ∩ W_j| / |y_i - y_j|, so it tends to the true Hessian as eps -> 0,
-            # and every sample contributes (far less noise than counting samples in a thin slab).
-            p = torch.softmax((v - v[:, :1]).double() / eps, dim=1)
-            w = p[:, :1] * p[:, 1:] / eps
-            keep = w > 1e-4 * w.max() if w.numel() else w.bool()
-            r, c = torch.nonzero(keep, as_tuple=True)
-            a, b = i[r, 0], i[r, c + 1]
-            keys.append(torch.minimum(a, b) * n + torch.maximum(a, b))
-            weights.append(w[r, c])
-            if len(keys) >= 16:  # merge duplicates as we go: memory stays O(#pairs), not O(M)
-                keys, weights = _merge_pairs(keys, weights)
+    plan = [(half, k) for half in (0, 1) for k in range(n_chunks(sizes[half]))]
+    sharded = getattr(pot, "shards_targets", False)
+    split = comm.world_size > 1 and not sharded
+    mine = plan[comm.rank::comm.world_size] if split else plan
+    halves = torch.zeros(2, n, dtype=torch.int64, device=dev)
+    keys: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+    evals0 = pot.evaluations
+    kp = min(k_pairs, n)
+
+    def chunks():
+        for half in (0, 1):
+            ks = [k for h, k in mine if h == half]
+            for k, x in source.chunks(sizes[half], seed=seeds[half], quasi=quasi, indices=ks, device=dev,
+                                      dtype=pot.compute_dtype):
+                yield half, k, x
+
+    def scored():
+        for half, k, x in chunks():
+            if pairs:
+                # the top-k under a fixed tie rule (score desc, index asc): a sharded potential
+                # merges to exactly this, so both give the same pairs
+                yield half, k, (pot.topk(x, kp) if sharded else distributed.exact_topk(pot, x, kp))
+            else:
+                yield half, k, (None, pot.argmax(x)[1][:, None])
+
+    stream = scored()
+    eps = 0.0
+    if pairs:
+        # ε from the stream's first chunk (rank 0's first one when the chunks are split): not
+        # from "the first memory block", whose size would change the result
+        first = next(stream, None)
+        local = math.nan
+        if first is not None and (first[0], first[1]) == plan[0]:
+            local = _near_tie_width(first[2][0], eps_quantile)
+        if split:
+            local = float(comm.broadcast(torch.tensor([local], dtype=torch.float64), src=0)[0])
+        eps = local if math.isfinite(local) else 0.0
+        stream = itertools.chain([first] if first is not None else [], stream)
+    for half, _, (v, i) in stream:
+        halves[half] += torch.bincount(i[:, 0], minlength=n)
+        if not pairs:
+            continue
+        # Entropic Hessian: with p = softmax(s / eps) over the best k cells, each sample adds
+        # p_i p_j / eps to the pair (best cell i, runner-up j). Across a facet this integrates
+        # to exactly |W_i ∩ W_j| / |y_i - y_j|, so it tends to the true Hessian as eps -> 0,
+        # and every sample contributes (far less noise than counting samples in a thin slab).
+        p = torch.softmax((v - v[:, :1]).double() / eps, dim=1)
+        w = p[:, :1] * p[:, 1:] / eps
+        keep = w > 1e-4 * w.max() if w.numel() else w.bool()
+        r, c = torch.nonzero(keep, as_tuple=True)
+        a, b = i[r, 0], i[r, c + 1]
+        keys.append(torch.minimum(a, b) * n + torch.maximum(a, b))
+        weights.append(w[r, c])
+        if len(keys) >= 16:  # merge duplicates as we go: memory stays O(#pairs), not O(M)
+            keys, weights = _merge_pairs(keys, weights)
+    if pairs:
+        if not keys:
+            keys, weights = [torch.empty(0, dtype=torch.int64, device=dev)], [torch.empty(0, dtype=torch.float64, device=dev)]
+        keys, weights = _merge_pairs(keys, weights)
+    if split:
+        halves, keys, weights = _combine(comm, pot, halves, keys, weights, evals0)
     counts = halves.sum(0)
     diff = halves[0].double() / max(sizes[0], 1) - halves[1].double() / max(sizes[1], 1)
-    split = float(0.5 * diff.abs().sum())
+    split_tv = float(0.5 * diff.abs().sum())
     noise_sq = float(diff.square().sum()) / 4  # var(A − B) = 4 var(pooled) for equal halves
     if not pairs:
-        return BatchStats(counts, n_samples, split_tv=split, noise_sq=noise_sq)
-    if not keys:
-        keys, weights = [torch.empty(0, dtype=torch.int64, device=pot.device)], [torch.empty(0, dtype=torch.float64, device=pot.device)]
-    (uniq,), (acc,) = _merge_pairs(keys, weights)
-    return BatchStats(counts, n_samples, split, noise_sq, torch.stack([uniq // n, uniq % n], 1), acc / n_samples, eps or 0.0)
+        return BatchStats(counts, n_samples, split_tv=split_tv, noise_sq=noise_sq)
+    (uniq,), (acc,) = keys, weights
+    return BatchStats(counts, n_samples, split_tv, noise_sq, torch.stack([uniq // n, uniq % n], 1), acc / n_samples, eps)
+
+
+def _near_tie_width(v: torch.Tensor, q: float) -> float:
+    """ε: the q-quantile of the top-2 score gaps of v (M, k) (1.0 when there is no runner-up)."""
+    if v.shape[1] < 2 or v.shape[0] == 0:
+        return 1.0
+    gap2 = (v[:, 0] - v[:, 1]).double()
+    return float(torch.quantile(gap2, q).clamp_min(1e-12))
+
+
+def _combine(comm, pot, halves: torch.Tensor, keys: list[torch.Tensor], weights: list[torch.Tensor], evals0: int):
+    """Sum the ranks' half-counts and merge their near-tie pairs; every rank gets the same result.
+
+    One all-reduce carries the counts, this batch's score evaluations and each rank's number of
+    pairs (exact int64); one all-gather carries the pairs, padded to the longest, as float64 rows
+    (key, weight) (a key < N² ≤ 2^53 is exact in float64). The merge runs on the CPU in rank order,
+    so it is deterministic even where the device's index_add is not.
+    """
+    n = halves.shape[1]
+    P = comm.world_size
+    own = keys[0].shape[0] if keys else 0
+    lens = torch.zeros(P, dtype=torch.int64, device=halves.device)
+    lens[comm.rank] = own
+    evals = torch.tensor([pot.evaluations - evals0], dtype=torch.int64, device=halves.device)
+    buf = comm.all_reduce_sum(torch.cat([halves.reshape(-1), evals, lens]))
+    halves = buf[: 2 * n].reshape(2, n)
+    pot.evaluations = evals0 + int(buf[2 * n])
+    lens = buf[2 * n + 1:].tolist()
+    if not keys or max(lens) == 0:  # every rank knows lens: all skip the gather together
+        return halves, keys, weights
+    rows = torch.zeros(max(lens), 2, dtype=torch.float64, device=halves.device)
+    rows[:own, 0] = keys[0].double()
+    rows[:own, 1] = weights[0]
+    parts = [part[:m].cpu() for part, m in zip(comm.all_gather(rows), lens)]
+    allrows = torch.cat(parts)
+    merged_k, merged_w = _merge_pairs([allrows[:, 0].long()], [allrows[:, 1]])
+    return halves, [merged_k[0].to(halves.device)], [merged_w[0].to(halves.device)]
 
 
 def _merge_pairs(keys: list[torch.Tensor], weights: list[torch.Tensor]):
@@ -176,7 +257,9 @@ def _merge_pairs(keys: list[torch.Tensor], weights: list[torch.Tensor]):
 
 
 def estimate_masses(pot: BrenierPotential, source: Source, n_samples: int, *, seed: int, quasi: bool = True) -> torch.Tensor:
-    """Monte Carlo estimate of the cell masses mu(W_i): (N,) float64."""
+    """Monte Carlo estimate of the cell masses mu(W_i): (N,) float64.
+
+    Split over the ranks under ``distributed.use(comm)`` (every rank gets the same masses)."""
     st = batch_stats(pot, source, n_samples, seed=seed, quasi=quasi)
     return st.counts.double() / n_samples
 
