@@ -31,14 +31,14 @@ import datetime
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .potential import DEFAULT_MEMORY_BUDGET, BrenierPotential
 
 __all__ = [
-    "Communicator", "TorchCommunicator", "DistributedError", "ShardedPotential", "CommStats",
+    "Communicator", "TorchCommunicator", "DistributedError", "ShardedPotential", "CommStats", "PROCESS_STATS",
     "current", "use", "setup", "is_main_process", "launched_by_torchrun", "shard_range",
     "canonical_topk", "exact_topk", "merge_topk", "local_device", "check_identical", "DEFAULT_TIMEOUT",
 ]
@@ -54,14 +54,30 @@ class DistributedError(RuntimeError):
 
 @dataclass
 class CommStats:
-    """What this rank spent in collectives: wall seconds, bytes it contributed, number of calls."""
+    """What this rank spent in collectives: wall seconds, bytes it contributed (its input tensor
+    per call; an all-gather receives P − 1 times that), number of calls, bytes per operation."""
 
     seconds: float = 0.0
     bytes: int = 0
     calls: int = 0
+    bytes_by_op: dict[str, int] = field(default_factory=dict)
+
+    def add(self, op: str, seconds: float, nbytes: int) -> None:
+        self.seconds += seconds
+        self.bytes += nbytes
+        self.calls += 1
+        self.bytes_by_op[op] = self.bytes_by_op.get(op, 0) + nbytes
+
+    def snapshot(self) -> dict:
+        return {"seconds": self.seconds, "bytes": self.bytes, "calls": self.calls, "bytes_by_op": dict(self.bytes_by_op)}
 
     def reset(self) -> None:
         self.seconds, self.bytes, self.calls = 0.0, 0, 0
+        self.bytes_by_op = {}
+
+
+#: every collective of this process, whichever communicator made it (benchmarks read it)
+PROCESS_STATS = CommStats()
 
 
 class Communicator:
@@ -123,9 +139,9 @@ class TorchCommunicator(Communicator):
                 f"memory) or did not answer within the timeout. Rerun the job: a fit with a checkpoint resumes from "
                 f"its last iteration. Cause: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
             ) from e
-        self.stats.seconds += time.perf_counter() - t0
-        self.stats.bytes += nbytes
-        self.stats.calls += 1
+        dt = time.perf_counter() - t0
+        self.stats.add(name, dt, nbytes)
+        PROCESS_STATS.add(name, dt, nbytes)
         return out
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
