@@ -382,7 +382,7 @@ class SemiDiscreteOT:
         def save_state(st: SolverState) -> None:
             _save_checkpoint(checkpoint, fingerprint, st)
 
-        with _progress(progress, method) as bar:
+        with _progress(progress and self._comm.is_main, method) as bar:  # one progress line, not one per rank
             def cb(rec, h):
                 bar(f"it {rec['iteration']} TV {rec['tv_debiased']:.4f}/{tol:g} floor {rec['noise_floor']:.4f} "
                     f"M={rec['samples']:.1e}", rec["tv_debiased"], tol)
