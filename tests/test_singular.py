@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -144,7 +145,7 @@ def test_boundary_distance(ring):
     # the any-d estimate (distance to the hyperplane of a singular facet of x's own cell) mostly agrees
     from brenier.singular import boundary_distance
 
-    Sg = SingularSet(**{**S.__dict__, "exact": False})
+    Sg = dataclasses.replace(S, exact=False)
     approx = boundary_distance(ot, x, Sg)
     fin = np.isfinite(approx)
     assert fin.mean() > 0.1
@@ -281,3 +282,123 @@ def test_a_change_of_mode_is_a_crossing_even_where_the_sampled_adjacency_missed_
     assert not missed.separates(i, j).any()                      # regular pairs stay regular
     path = np.linspace([-0.8, 0.0], [0.8, 0.0], 40)
     np.testing.assert_array_equal(crossings(ot, path, missed), crossings(ot, path, S))
+
+
+# ------------------------------------------------------------ the approximate path test (scale)
+def _hairpin(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(y (n + 400, d), pairs (P, 2)): a thin hairpin (two parallel arms 1 apart, length 5, joined by
+    a half circle) plus two Gaussian blobs far away, in R^d; the pairs join each point to a few of
+    its 8th-20th nearest neighbours (detours near 1), the two arms across the hairpin's gap
+    (detours from 1.6 to 11: path round the bend over the straight distance 1) and the blobs to
+    each other and to the arms (no path)."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0, 10 + np.pi * 0.5, n)                   # arc length along the hairpin
+    xy = np.where((s < 5)[:, None], np.c_[5 - s, np.zeros(n)],
+                  np.where((s < 5 + np.pi * 0.5)[:, None],
+                           np.c_[-0.5 * np.sin((s - 5) / 0.5), 0.5 - 0.5 * np.cos((s - 5) / 0.5)],
+                           np.c_[s - 5 - np.pi * 0.5, np.ones(n)]))
+    y = np.zeros((n + 400, d))
+    y[:n, :2] = xy
+    y[:n] += 0.02 * rng.normal(size=(n, d))
+    y[n:n + 200] = rng.normal(size=(200, d)) * 0.3 + 20.0
+    y[n + 200:] = rng.normal(size=(200, d)) * 0.3 - 20.0
+    _, nb = cKDTree(y).query(y, k=21)
+    pick = nb[np.arange(len(y))[:, None], rng.integers(8, 21, size=(len(y), 3))]
+    local = np.stack([np.repeat(np.arange(len(y)), 3), pick.reshape(-1)], axis=1)
+    arm_a, arm_b = np.flatnonzero(s < 5), np.flatnonzero(s > 5 + np.pi * 0.5)
+    a = rng.choice(arm_a, 150)
+    b = arm_b[np.argmin(np.abs(y[arm_b, 0][None, :] - y[a, 0][:, None]), axis=1)]
+    far = np.stack([rng.integers(n, n + 200, 20), rng.integers(n + 200, n + 400, 20)], axis=1)
+    pairs = np.sort(np.r_[local, np.c_[a, b], far, np.c_[rng.integers(0, n, 20), rng.integers(n, n + 400, 20)]], axis=1)
+    return y, np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_approximate_detours_agree_with_exact(seed):
+    from brenier import singular as sg
+
+    y, adj = _hairpin(1200, 4, seed)
+    g = sg.hop_graph(y)
+    exact = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="exact")
+    # with its default budget a set this small is searched exactly throughout
+    np.testing.assert_allclose(sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="approx"), exact, rtol=1e-12)
+    # without it, the pairs beyond the local radius get landmark bounds
+    approx = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="approx", global_sources=0, seed=seed)
+    local = exact <= sg.KAPPA_LOCAL
+    assert local.mean() > 0.5 and (~local).sum() > 10                       # both regimes are exercised
+    np.testing.assert_allclose(approx[local], exact[local], rtol=1e-12)     # exact inside the local radius
+    assert np.all(approx >= exact * (1 - 1e-12))                            # never below: a real path
+    assert np.all(approx[~np.isfinite(exact)] == np.inf)                    # never a path where none is
+    # the labels and modes of the rule (auto kappa) agree
+    from sklearn.metrics import adjusted_rand_score
+
+    ke, ka = sg.auto_kappa(y, adj, exact), sg.auto_kappa(y, adj, approx)
+    se, sa = exact > ke, approx > ka
+    me = sg._attach_isolated(y, adj, sg._components(len(y), adj[~se]))
+    ma = sg._attach_isolated(y, adj, sg._components(len(y), adj[~sa]))
+    assert np.mean(se == sa) >= 0.99
+    assert adjusted_rand_score(me, ma) >= 0.99
+
+
+def test_landmark_bounds_bracket_the_distance():
+    from scipy.sparse.csgraph import dijkstra
+
+    from brenier.singular import hop_graph, landmark_bounds
+
+    y, pairs = _hairpin(600, 3, 3)
+    g = hop_graph(y)
+    lo, hi = landmark_bounds(g, pairs, n_landmarks=16, seed=0)
+    true = dijkstra(g, directed=False, indices=np.unique(pairs[:, 0]))
+    row = np.searchsorted(np.unique(pairs[:, 0]), pairs[:, 0])
+    d = true[row, pairs[:, 1]]
+    fin = np.isfinite(d)
+    assert np.all(lo[fin] <= d[fin] * (1 + 1e-12)) and np.all(hi[fin] >= d[fin] * (1 - 1e-12))
+    assert np.all(hi[~fin] == np.inf)
+
+
+def test_singular_set_method_argument(ring):
+    d, ot, S = ring
+    Sa = ot.singular_set(method="approx")
+    np.testing.assert_array_equal(Sa.modes, S.modes)
+    np.testing.assert_array_equal(Sa.singular, S.singular)
+    with pytest.raises(ValueError, match="method"):
+        ot.singular_set(method="fast")
+    from brenier.singular import detour_ratios
+
+    with pytest.raises(ValueError, match="global_sources"):
+        detour_ratios(S.targets, S.adjacency, method="approx", global_sources=-1)
+    ot.singular_set()  # restore the cached set for the other tests
+
+
+def test_no_n_by_n_array_in_the_graph_stages():
+    # the k-NN graph, gap test, both path tests, auto kappa and the isolated targets: peak NumPy
+    # memory far below one N x N float64 matrix (N = 6,000: 288 MB)
+    import tracemalloc
+
+    from brenier import singular as sg
+
+    y, adj = _hairpin(5600, 3, 5)
+    adj = adj[np.random.default_rng(0).permutation(len(adj))[:4000]]   # some targets keep no facet
+    tracemalloc.start()
+    try:
+        g = sg.hop_graph(y)
+        for method in ("approx", "exact"):
+            det = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method=method, global_sources=50)
+        k = sg.auto_kappa(y, adj, det)
+        sg._attach_isolated(y, adj, sg._components(len(y), adj[det <= k]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.25 * 6000**2 * 8, f"peak {peak / 2**20:.0f} MB"
+
+
+def test_mode_of_uses_no_dense_block(ring, monkeypatch):
+    _, _, S = ring
+
+    def no_cdist(*a, **k):
+        raise AssertionError("mode_of must not build an (M, N) distance block")
+
+    monkeypatch.setattr(torch, "cdist", no_cdist)
+    np.testing.assert_array_equal(S.mode_of(S.targets), S.modes)

@@ -116,6 +116,7 @@ class SingularSet:
     # the singular pair keys, built on the first ``separates`` (reflect_walk and crossings ask it
     # once per segment); init=False, so that dataclasses.replace starts a fresh cache
     _facet_keys: object = field(default=None, init=False, repr=False)
+    _tree: object = field(default=None, init=False, repr=False)   # KD-tree of the targets (mode_of)
 
     @property
     def facets(self) -> np.ndarray:
@@ -151,10 +152,14 @@ class SingularSet:
         """(M,) int64 mode label of points y (M, d): the mode of the nearest target."""
         from ._array import as_points
 
+        from scipy.spatial import cKDTree
+
         pts = as_points(y, "y", dim=self.targets.shape[1], dtype=torch.float64)
-        t = torch.from_numpy(self.targets)
-        out = [torch.cdist(pts[s:s + 4096], t).argmin(dim=1) for s in range(0, len(pts), 4096)]
-        return self.modes[torch.cat(out).numpy()]
+        if self._tree is None:
+            # a KD-tree, not an (M, N) distance block: 60,000 targets x 4,096 points is 2 GB
+            self._tree = cKDTree(self.targets)
+        _, near = self._tree.query(pts.numpy(), k=1)
+        return self.modes[np.asarray(near, dtype=np.int64).reshape(-1)]
 
     def pair_keys(self, regular: bool = True) -> np.ndarray:
         """Sorted int64 keys i * N + j (both orders) of the regular (or singular) pairs."""
@@ -227,27 +232,29 @@ def facet_angles(y: np.ndarray, adjacency: np.ndarray) -> np.ndarray:
 
 def knn_graph(y: np.ndarray, k: int):
     """Sparse (N, N) graph of *mutual* k-nearest neighbours (i among j's k nearest and j among
-    i's) plus every target's d + 1 nearest neighbours, weighted by length.
+    i's) plus every target's d + 1 nearest neighbours, weighted by length. y: (N, d) float64.
 
     Mutual neighbours do not bridge a gap from a sparse end of a piece (whose k-th neighbour can
     lie across the gap) to a dense piece; the d + 1 nearest neighbours keep a sparse tail
     linked to its piece (one nearest neighbour is not enough: two tail points can be each other's).
+
+    The neighbours are exact, from a KD-tree (``scipy.spatial.cKDTree``): O(N log N) work for
+    data of low intrinsic dimension, and O(N k) memory, where the row-blocked all-pairs distances
+    it replaces cost N^2 (``docs/singular_set.md``: 60,000 MNIST codes, d = 16).
     """
     import scipy.sparse as sp
+    from scipy.spatial import cKDTree
 
-    t = torch.from_numpy(y)
     n = len(y)
     k = min(k, n - 1)
-    rows, cols, vals = [], [], []
-    step = max(1, (64 * 2**20) // (8 * n))
-    for s in range(0, n, step):
-        d = torch.cdist(t[s:s + step], t)
-        d[torch.arange(d.shape[0]), torch.arange(s, s + d.shape[0])] = math.inf
-        v, i = torch.topk(d, k, dim=1, largest=False)
-        rows.append(np.repeat(np.arange(s, s + d.shape[0]), k))
-        cols.append(i.reshape(-1).numpy())
-        vals.append(v.reshape(-1).numpy())
-    r, c, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    if k < 1:
+        return sp.csr_matrix((n, n))
+    # k + 1: each target is its own nearest neighbour (the targets are unique)
+    v, i = cKDTree(y).query(y, k=k + 1)
+    # a duplicate target can rank before a row's own index: drop the own index wherever it is
+    cols = _drop_self(i, n, k)
+    r = np.repeat(np.arange(n), k)
+    c = cols.reshape(-1).astype(np.int64)
     a = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n)).tocsr()
     mutual = a.multiply(a.T)                                   # 1 where both directions exist
     near = (np.arange(len(r)) % k) < min(y.shape[1] + 1, k)    # each row's d + 1 nearest
@@ -257,6 +264,14 @@ def knn_graph(y: np.ndarray, k: int):
     g.data = np.linalg.norm(y[np.repeat(np.arange(n), np.diff(g.indptr))] - y[g.indices], axis=1)
     g.data = np.maximum(g.data, 1e-300)  # a zero weight would be read as "no edge"
     return g
+
+
+def _drop_self(i: np.ndarray, n: int, k: int) -> np.ndarray:
+    """(n, k) neighbour indices of a (n, k + 1) query result, each row without its own index
+    (or without its last entry when the own index is not among them)."""
+    keep = i != np.arange(n)[:, None]
+    keep[keep.sum(axis=1) > k, -1] = False
+    return i[keep].reshape(n, k)
 
 
 def hop_k(d: int) -> int:
@@ -409,21 +424,162 @@ def _pair_cover(n: int, pairs: np.ndarray) -> np.ndarray:
     return first
 
 
-def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, graph=None) -> np.ndarray:
+def _search_pairs(g, pairs: np.ndarray, length: np.ndarray, kappa: float, max_sources: int | None = None,
+                  y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Bounded Dijkstra for pairs (P, 2) of the graph ``g``: (ratio (P,), searched (P,) bool).
+
+    ratio[p] = path length / length[p] when the path is at most kappa * length[p] (found inside
+    the search radius), else inf. Sources: the endpoints of a greedy vertex cover of the pairs
+    (``_pair_cover``), each searched with the radius kappa times its longest pair, in chunks of
+    sources of similar radii (at most 32 MB of distances at a time: never an N x N matrix).
+    ``max_sources``: search only that many sources (the smallest radii first); the pairs of the
+    others come back with searched = False.
+
+    y (N, d), for a small radius: search each block of 64 sources that lie close together
+    (KD-tree order) inside the subgraph of the targets within graph distance R of one of them
+    (R: the block's largest radius; one multi-source Dijkstra with ``min_only``). Every path of
+    length <= R from a source of the block stays in that subgraph, so the distances are the same;
+    what is saved is scipy's O(N) set-up per source, which at N = 60,000 costs more than the
+    search ball itself (a few hundred targets at kappa = 2.5).
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    n = g.shape[0]
+    ratio = np.full(len(pairs), np.inf)
+    searched = np.zeros(len(pairs), dtype=bool)
+    if len(pairs) == 0:
+        return ratio, searched
+    first = _pair_cover(n, pairs)
+    src = np.where(first, pairs[:, 0], pairs[:, 1])
+    dst = np.where(first, pairs[:, 1], pairs[:, 0])
+    order = np.argsort(src, kind="stable")
+    s_sorted = src[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    bounds = np.r_[starts, len(s_sorted)]
+    srcs = s_sorted[starts]
+    reach = np.maximum.reduceat(length[order], starts) * kappa
+    by_reach = np.argsort(reach, kind="stable")  # chunks of sources with similar search radii
+    if max_sources is not None:
+        by_reach = by_reach[:max(int(max_sources), 0)]
+    if y is not None:
+        from scipy.spatial import cKDTree
+
+        # blocks of sources close in space (the KD-tree's own order keeps its leaves together)
+        tree_order = cKDTree(y[srcs[by_reach]], leafsize=16).indices
+        by_reach = by_reach[tree_order]
+        chunk = 64
+    else:
+        chunk = max(1, (32 * 2**20) // (8 * n))
+    for c in range(0, len(by_reach), chunk):
+        sel = by_reach[c:c + chunk]
+        limit = float(reach[sel].max())
+        if y is None:
+            sub, local = g, srcs[sel]
+            where = None
+        else:
+            near = dijkstra(g, directed=False, indices=srcs[sel], limit=limit, min_only=True)
+            nodes = np.flatnonzero(np.isfinite(near))
+            sub = g[nodes][:, nodes]
+            local = np.searchsorted(nodes, srcs[sel])
+            where = nodes
+        dist = dijkstra(sub, directed=False, indices=local, limit=limit)
+        for row, s_ in enumerate(sel):
+            e = order[bounds[s_]:bounds[s_ + 1]]
+            if where is None:
+                de = dist[row, dst[e]]
+            else:
+                pos = np.minimum(np.searchsorted(where, dst[e]), len(where) - 1)
+                de = np.where(where[pos] == dst[e], dist[row, pos], np.inf)
+            ratio[e] = de / np.maximum(length[e], 1e-300)
+            searched[e] = True
+    ratio[ratio > kappa] = np.inf
+    return ratio, searched
+
+
+def landmark_bounds(g, pairs: np.ndarray, n_landmarks: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(lower (P,), upper (P,)) bounds on the graph distance between the two ends of each pair (P, 2).
+
+    g: sparse (N, N) weighted graph. ALT bounds (Goldberg, Harrelson 2005): for landmarks l with
+    exact distances d_l (one full Dijkstra each), |d_l(i) - d_l(j)| <= d(i, j) <= d_l(i) + d_l(j);
+    the upper bound is the length of a real path (i -> l -> j). Landmarks by farthest-point
+    sampling in the graph metric from a seeded random start (a new component counts as
+    farthest, so every component gets one). Memory: (n_landmarks, N) distances, never N x N.
+    """
+    from scipy.sparse.csgraph import dijkstra
+
+    n = g.shape[0]
+    m = int(min(max(n_landmarks, 1), n))
+    rng = np.random.default_rng(seed)
+    marks = [int(rng.integers(n))]
+    dl = np.empty((m, n))
+    near = np.full(n, np.inf)
+    for t in range(m):
+        dl[t] = dijkstra(g, directed=False, indices=marks[t])
+        near = np.minimum(near, dl[t])
+        if t + 1 < m:
+            marks.append(int(np.argmax(near)))       # inf (another component) ranks first
+    lower = np.zeros(len(pairs))
+    upper = np.full(len(pairs), np.inf)
+    step = max(1, (32 * 2**20) // (8 * m))
+    for s in range(0, len(pairs), step):
+        a, b = dl[:, pairs[s:s + step, 0]], dl[:, pairs[s:s + step, 1]]
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(a - b)
+        gap[~np.isfinite(gap)] = 0.0                # a landmark in another component says nothing
+        lower[s:s + step] = gap.max(axis=0)
+        upper[s:s + step] = (a + b).min(axis=0)
+    return lower, upper
+
+
+#: path tests of ``detour_ratios`` / ``singular_set``
+DETOUR_METHODS = ("auto", "exact", "approx")
+#: above this many targets ``method="auto"`` takes the approximate path test
+APPROX_ABOVE = 20_000
+#: radius (in units of the pair's length) of the first, local search of the approximate test
+KAPPA_LOCAL = 2.5
+#: the approximate test's budget of global searches (cover sources searched to radius kappa_max)
+GLOBAL_SOURCES = 1_000
+
+
+def _check_method(method) -> str:
+    if not isinstance(method, str) or method not in DETOUR_METHODS:
+        raise ValueError(f"method: expected one of {DETOUR_METHODS}, got {method!r}")
+    return method
+
+
+def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, graph=None, *,
+                  method: str = "exact", seed: int = 0, global_sources: int = GLOBAL_SOURCES) -> np.ndarray:
     """(E,) graph shortest path from y_i to y_j divided by |y_i - y_j| (inf if longer than kappa_max).
 
-    adjacency: (E, 2) any pairs; graph: the hop graph (default ``hop_graph(y)``). Exact, and cheap
-    where it can be: a pair that is itself an edge of the graph has ratio 1 (no path is shorter
-    than the straight segment), a pair in two components of the graph has none (inf); the rest
-    are measured by Dijkstra from the endpoints of a greedy vertex cover of the pairs
-    (``_pair_cover``) with a search radius of kappa_max times the source's longest pair, in
-    chunks of sources of similar radii (never an N x N matrix).
-    """
-    from scipy.sparse.csgraph import connected_components, dijkstra
+    y: (N, d) targets; adjacency: (E, 2) any pairs; graph: the hop graph (default ``hop_graph(y)``).
+    A pair that is itself an edge of the graph has ratio 1 (no path is shorter than the straight
+    segment), a pair in two components of the graph has none (inf), both without a search.
 
+    method="exact": the rest are measured by Dijkstra from the endpoints of a greedy vertex cover
+    of the pairs (``_pair_cover``) with a search radius of kappa_max times the source's longest
+    pair. In d = 16 that radius holds nearly every target: the cost is (sources) x N, i.e. N^2.
+
+    method="approx" (the approximate path test): 1. the same search with the radius
+    ``KAPPA_LOCAL`` (2.5) times the pair's length: exact for every pair whose detour is at most
+    2.5 (most pairs), with a search ball that does not grow with N once N is large. 2. The pairs
+    left (detour > 2.5, or no path) are searched to kappa_max from at most ``GLOBAL_SOURCES``
+    cover sources, smallest radii first (exact). 3. Any pair still left gets the landmark upper
+    bound (``landmark_bounds``: the length of a real path through a landmark) when it is within
+    kappa_max, else inf. So an approximate ratio is never below the exact one: the test can only
+    call a regular facet singular, never join two pieces that no path of that length joins.
+    method="auto": "approx" above ``APPROX_ABOVE`` targets, else "exact". seed: the landmarks'.
+    global_sources: the budget of step 2 (0: every pair left after step 1 gets a landmark bound).
+    """
+    from scipy.sparse.csgraph import connected_components
+
+    _check_method(method)
+    if isinstance(global_sources, bool) or not isinstance(global_sources, (int, np.integer)) or global_sources < 0:
+        raise ValueError(f"global_sources: expected an integer >= 0, got {global_sources!r}")
     n, d = y.shape
     if len(adjacency) == 0:
         return np.empty(0)
+    if method == "auto":
+        method = "approx" if n > APPROX_ABOVE else "exact"
     g = hop_graph(y) if graph is None else graph
     adjacency = np.asarray(adjacency, dtype=np.int64)
     length = np.linalg.norm(y[adjacency[:, 0]] - y[adjacency[:, 1]], axis=1)
@@ -432,26 +588,19 @@ def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, 
     edge = np.asarray(g[adjacency[:, 0], adjacency[:, 1]]).ravel() > 0
     out[edge] = 1.0
     todo = np.flatnonzero(~edge & (comp[adjacency[:, 0]] == comp[adjacency[:, 1]]))
-    if len(todo):
-        pairs = adjacency[todo]
-        first = _pair_cover(n, pairs)
-        src = np.where(first, pairs[:, 0], pairs[:, 1])
-        dst = np.where(first, pairs[:, 1], pairs[:, 0])
-        order = np.argsort(src, kind="stable")
-        s_sorted = src[order]
-        starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-        bounds = np.r_[starts, len(s_sorted)]
-        srcs = s_sorted[starts]
-        reach = np.maximum.reduceat(length[todo][order], starts) * kappa_max
-        by_reach = np.argsort(reach)  # chunks of sources with similar search radii
-        chunk = max(1, (32 * 2**20) // (8 * n))
-        for c in range(0, len(srcs), chunk):
-            sel = by_reach[c:c + chunk]
-            dist = dijkstra(g, directed=False, indices=srcs[sel], limit=float(reach[sel].max()))
-            for row, s_ in enumerate(sel):
-                e = order[bounds[s_]:bounds[s_ + 1]]
-                out[todo[e]] = dist[row, dst[e]] / np.maximum(length[todo[e]], 1e-300)
-    out[out > kappa_max] = np.inf
+    if method == "exact" or kappa_max <= KAPPA_LOCAL:
+        out[todo], _ = _search_pairs(g, adjacency[todo], length[todo], kappa_max)
+        return out
+    out[todo], _ = _search_pairs(g, adjacency[todo], length[todo], KAPPA_LOCAL)
+    rest = todo[~np.isfinite(out[todo])]
+    if len(rest):
+        r, searched = _search_pairs(g, adjacency[rest], length[rest], kappa_max, max_sources=global_sources)
+        out[rest] = r
+        left = rest[~searched]
+        if len(left):
+            _, upper = landmark_bounds(g, adjacency[left], seed=seed)
+            ratio = upper / np.maximum(length[left], 1e-300)
+            out[left] = np.where(ratio <= kappa_max, ratio, np.inf)
     return out
 
 
@@ -468,19 +617,31 @@ def _components(n: int, pairs: np.ndarray) -> np.ndarray:
     return rank[lab].astype(np.int64)
 
 
-def _attach_isolated(y: np.ndarray, adj: np.ndarray, modes: np.ndarray) -> np.ndarray:
-    """Targets with no facet at all (an empty cell, or one no sample fell next to) carry no mass:
-    give each the mode of its nearest target that has facets, then renumber by size."""
+def _nearest_with_facets(y: np.ndarray, adj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lonely (L,) int64, near (L,) int64): the targets with no facet at all and, for each, the
+    nearest target that has facets (KD-tree: no L x N matrix). Both empty when no target, or
+    every target, is lonely."""
+    from scipy.spatial import cKDTree
+
     n = len(y)
     lonely = np.ones(n, dtype=bool)
     lonely[adj.reshape(-1)] = False
     if not lonely.any() or lonely.all():
-        return modes
-    t = torch.from_numpy(y)
+        return np.empty(0, np.int64), np.empty(0, np.int64)
     rest = np.flatnonzero(~lonely)
-    near = torch.cdist(t[lonely], t[rest]).argmin(dim=1).numpy()
+    _, near = cKDTree(y[rest]).query(y[lonely], k=1)
+    return np.flatnonzero(lonely), rest[np.asarray(near, dtype=np.int64)]
+
+
+def _attach_isolated(y: np.ndarray, adj: np.ndarray, modes: np.ndarray, nearest=None) -> np.ndarray:
+    """Targets with no facet at all (an empty cell, or one no sample fell next to) carry no mass:
+    give each the mode of its nearest target that has facets, then renumber by size.
+    nearest: ``_nearest_with_facets(y, adj)`` when the caller already has it (``auto_kappa``)."""
+    lonely, near = _nearest_with_facets(y, adj) if nearest is None else nearest
+    if len(lonely) == 0:
+        return modes
     modes = modes.copy()
-    modes[lonely] = modes[rest[near]]
+    modes[lonely] = modes[near]
     _, lab = np.unique(modes, return_inverse=True)
     sizes = np.bincount(lab)
     rank = np.empty_like(sizes)
@@ -491,6 +652,7 @@ def _attach_isolated(y: np.ndarray, adj: np.ndarray, modes: np.ndarray) -> np.nd
 def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
     """The detour threshold read off the data: the start of the longest-lived number of modes.
 
+    y: (N, d) targets, adj: (E, 2) facet pairs, detour: (E,) their detour ratios.
     For kappa on a geometric grid from 2 to ``KAPPA_MAX`` the number of modes m(kappa) can only
     fall as kappa grows (more facets count as regular). A true gap between modes has an infinite
     detour (no path through the data at all), so the true mode count persists over a long range
@@ -499,7 +661,8 @@ def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
     equal m (in 2-D toy sets m is constant and kappa = 2).
     """
     grid = np.geomspace(DEFAULT_KAPPA, KAPPA_MAX, 13)
-    counts = [int(_attach_isolated(y, adj, _components(len(y), adj[detour <= k])).max()) for k in grid]
+    nearest = _nearest_with_facets(y, adj)   # once, not once per kappa
+    counts = [int(_attach_isolated(y, adj, _components(len(y), adj[detour <= k]), nearest).max()) for k in grid]
     best, best_len, start = 0, 0, 0
     for i in range(1, len(grid) + 1):
         if i == len(grid) or counts[i] != counts[start]:
@@ -529,15 +692,19 @@ def _check_threshold(threshold, criterion: str) -> float:
 
 
 def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: str = "auto",
-                 n_samples: int | None = None, seed: int | None = None) -> SingularSet:
+                 n_samples: int | None = None, seed: int | None = None, method: str = "auto") -> SingularSet:
     """Detect the singular set of a fitted ``SemiDiscreteOT`` (see the module docstring).
 
-    threshold : "auto" (kappa = 2 for the detour criterion) or a number: a detour ratio > 1, or an
-        angle in (0, pi) radians for ``criterion="angle"``.
+    threshold : "auto" (kappa read off the data, ``auto_kappa``) or a number: a detour ratio > 1,
+        or an angle in (0, pi) radians for ``criterion="angle"``.
     adjacency : "auto" (exact for a uniform 2-D polygonal source, else sampled), "exact", "sampled".
     n_samples : source samples for the sampled adjacency (default 10 N, within [2e4, 1e5]).
+    method : the path test of the detours (``detour_ratios``): "exact", "approx" (bounded local
+        search, a budget of global searches, landmark upper bounds) or "auto" ("approx" above
+        ``APPROX_ABOVE`` = 20,000 targets). The angle criterion measures no paths.
     """
     ot._check_fitted()
+    _check_method(method)
     t = _check_threshold(threshold, criterion)
     if adjacency not in ("auto", "exact", "sampled"):
         raise ValueError(f"adjacency: expected 'auto', 'exact' or 'sampled', got {adjacency!r}")
@@ -559,7 +726,8 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
         adj = sampled_adjacency(ot._potential, src, int(n_samples), s)
     angles = facet_angles(y, adj)
     graph = hop_graph(y)
-    detour = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t if criterion == "detour" else 0.0), graph=graph)
+    detour = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t if criterion == "detour" else 0.0), graph=graph,
+                           method=method, seed=int(ot.seed or 0) if seed is None else int(seed))
     if criterion == "detour" and threshold == "auto":
         t = auto_kappa(y, adj, detour)
     sing = detour > t if criterion == "detour" else angles > t
