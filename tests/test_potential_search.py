@@ -168,6 +168,7 @@ def test_auto_probes_and_stays_exact(monkeypatch):
     x = _ball(1000, 4, seed=13)
     _assert_same_argmax(pot, BrenierPotential(y, h, search="brute"), x)
     assert pot.last_probe is not None and pot.last_probe["choice"] in ("pruned", "tiled")
+    assert pot.last_probe["rows"] == 256 and 0 < pot.last_probe["work_share"] < 1.5
     pot.set_heights(h + 0.01)
     assert pot._choice is None  # new heights: probe again at the next large query
     small = BrenierPotential(y[:50], h[:50])

@@ -19,9 +19,10 @@ ascending index):
   is kept. The grouping depends on the targets only; ``set_heights`` refreshes the per-group
   height envelopes (O(N)).
 
-``"auto"`` (the default) uses ``"tiled"`` for small N and otherwise times ``"pruned"`` against
-``"tiled"`` on one probe block after each change of heights and keeps the faster: pruning does not
-pay at low N, in high dimension or for targets spread uniformly, and then the tiled path runs.
+``"auto"`` (the default) uses ``"tiled"`` for small N (< 8192) and otherwise runs ``"pruned"`` on
+one probe block after each change of heights, keeps it if it computed under 35 % of the pairs and
+falls back to ``"tiled"`` otherwise: pruning does not pay at low N, in high dimension, or for
+targets spread without clusters (measured: real MNIST codes at d = 16 already fall back).
 Everything stays on the targets' device; no (M, N) matrix larger than ``memory_budget`` exists.
 """
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import math
 import operator
-import time
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -44,8 +44,12 @@ TILE_ELEMENTS = 2**19
 TILE_COLUMNS = 2048
 #: below this many targets "auto" does not build an index (pruning's overhead would not pay)
 AUTO_MIN_TARGETS = 8192
-#: rows of the probe block on which "auto" times the pruned against the tiled path
+#: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
+#: "auto" keeps pruning when it computes less than this share of the brute-force pairs (pairs +
+#: bounds): measured on this CPU, a pruned pair costs ~2x a tiled one (gathers, small blocks,
+#: per-group merges), so 0.35 leaves a margin (benchmarks/argmax.py)
+PRUNE_PAYS = 0.35
 
 #: above this k a top-k runs on the tiled path: the pruned search's per-group merges of k-long
 #: lists cost more than they save (the bound of the k-th best also prunes little)
@@ -201,34 +205,38 @@ class BrenierPotential:
         mode = self.search
         if mode == "auto":
             mode = self._auto(xb, k)
+            if isinstance(mode, tuple):  # the probe answered the first rows already
+                (pv, pi), rest = mode
+                if rest.shape[0] == 0:
+                    return pv, pi
+                v, i = self._query(rest, k)
+                return torch.cat([pv, v]), torch.cat([pi, i])
         if mode == "brute":
             return self._brute(xb, k)
         if mode == "tiled" or (k is not None and k > PRUNED_MAX_K):
             return self._tiled(xb, k)
         return self._pruned(xb, k)
 
-    def _auto(self, xb: torch.Tensor, k: int | None) -> str:
-        if self.n_targets < AUTO_MIN_TARGETS:
+    def _auto(self, xb: torch.Tensor, k: int | None):
+        """"tiled", "pruned", or after a probe ((values, indices) of the probe rows, the other rows).
+
+        The probe runs the pruned search on the first PROBE_ROWS rows (their answer is kept) and
+        counts its work; pruning is kept when it computed under PRUNE_PAYS of the brute-force
+        pairs. A count, not a timing: deterministic, free of the machine's load, and the probe
+        costs nothing beyond its own rows."""
+        if self.n_targets < AUTO_MIN_TARGETS or (k is not None and k > PRUNED_MAX_K):
             return "tiled"
         if self._choice is not None:
             return self._choice
         if xb.shape[0] < PROBE_ROWS:
             return "tiled"  # too few rows to judge: the safe path, decide on a bigger query
         probe = xb[:PROBE_ROWS]
-        self._ensure_index()
-        self._pruned(probe, k)  # warm-up: first-call allocations would bias the timing
-        t0 = time.perf_counter()
-        self._pruned(probe, k)
-        _sync(self.device)
-        t_pruned = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        self._tiled(probe, k)
-        _sync(self.device)
-        t_tiled = time.perf_counter() - t0
-        # a margin: the probe is one block, the timings are noisy; prefer the simpler path on a near tie
-        self._choice = "pruned" if t_pruned < 0.8 * t_tiled else "tiled"
-        self.last_probe = {"pruned_s": t_pruned, "tiled_s": t_tiled, "choice": self._choice}
-        return self._choice
+        e0 = self.evaluations
+        out = self._pruned(probe, k)
+        share = (self.evaluations - e0) / (probe.shape[0] * self.n_targets)
+        self._choice = "pruned" if share < PRUNE_PAYS else "tiled"
+        self.last_probe = {"rows": probe.shape[0], "work_share": share, "choice": self._choice}
+        return out, xb[PROBE_ROWS:]
 
     def _brute(self, xb: torch.Tensor, k: int | None):
         vals, idx = [], []
@@ -329,7 +337,9 @@ class _TargetGroups:
             self.offsets.append(self.offsets[-1] + c)
         self.min_count = min(self.counts)
         ys = y[self.perm]
-        self.yt = ys.T.contiguous()  # (d, N) in group order, compute dtype
+        # one contiguous (d, n_g) block per group: a column slice of a (d, N) matrix would make
+        # BLAS stride across N (measured ~2x slower at N = 60,000)
+        self.yt_blocks = [ys[a:b].T.contiguous() for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
         self.y64 = ys.double()  # (N, d) for the height fit
         c64 = centers.double()
         self.centers_t = c64.T.contiguous()  # (d, G) float64
@@ -353,6 +363,7 @@ class _TargetGroups:
 
     def set_heights(self, h: torch.Tensor) -> None:
         self.h = h[self.perm].contiguous()[None, :]  # (1, N) in group order, compute dtype
+        self.h_blocks = [self.h[:, a:b].contiguous() for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
         h64 = self.h[0].double()
         self.h_max = self._group_max(h64).to(self.dtype)
         self.h_abs = float(h64.abs().max())
@@ -426,30 +437,45 @@ class _TargetGroups:
         """Evaluate exactly the groups listed in rows_per_group (group -> row indices into x) and
         merge into the running best; returns the pairs computed."""
         pairs = 0
-        for g, rows in rows_per_group:
+        buf = self._buffer(x.device)
+        for g, rows_g in rows_per_group:
             a, b = self.offsets[g], self.offsets[g + 1]
-            xs = x[rows]
-            sc = torch.addmm(self.h[:, a:b], xs, self.yt[:, a:b])
-            pairs += sc.numel()
-            if k is None:
-                # values first (amax is >10x faster than max-with-index on CPU); the index only
-                # for the rows this group can change: better, or equal (then the lower index wins)
-                v = sc.amax(dim=1)
-                bv = best_v[rows]
-                sel = (v >= bv).nonzero().squeeze(1)
-                if sel.numel():
-                    r_sel = rows[sel]
-                    gi = self.perm[a + sc[sel].argmax(dim=1)]
-                    v_sel, bv_sel, bi_sel = v[sel], bv[sel], best_i[r_sel]
-                    upd = (v_sel > bv_sel) | (gi < bi_sel)
-                    best_v[r_sel] = torch.where(upd, v_sel, bv_sel)
-                    best_i[r_sel] = torch.where(upd, gi, bi_sel)
-            else:
-                v, li = _topk_lowest(sc, min(k, b - a), scratch=True)
-                mv, mi = _merge_topk(best_v[rows], best_i[rows], v, self.perm[a + li], k)
-                best_v[rows] = mv
-                best_i[rows] = mi
+            yt, hg = self.yt_blocks[g], self.h_blocks[g]
+            # rows in sub-blocks whose score tile stays in cache (as the tiled path)
+            step = max(1, TILE_ELEMENTS // (b - a))
+            for s in range(0, rows_g.shape[0], step):
+                rows = rows_g[s : s + step]
+                sc = torch.addmm(hg, x[rows], yt, out=buf[: rows.shape[0] * (b - a)].view(rows.shape[0], b - a))
+                pairs += sc.numel()
+                self._merge(sc, rows, a, b, best_v, best_i, k)
         return pairs
+
+    def _buffer(self, device) -> torch.Tensor:
+        if getattr(self, "_buf", None) is None or self._buf.device != device:
+            self._buf = torch.empty(TILE_ELEMENTS + max(self.counts), dtype=self.dtype, device=device)
+        return self._buf
+
+    def _merge(self, sc, rows, a, b, best_v, best_i, k) -> None:
+        """Merge the scores sc (m, b - a) of targets a:b (group order) of the given rows into the
+        running best."""
+        if k is None:
+            # values first (amax is >10x faster than max-with-index on CPU); the index only for
+            # the rows this group can change: better, or equal (then the lower index wins)
+            v = sc.amax(dim=1)
+            bv = best_v[rows]
+            sel = (v >= bv).nonzero().squeeze(1)
+            if sel.numel():
+                r_sel = rows[sel]
+                gi = self.perm[a + sc[sel].argmax(dim=1)]
+                v_sel, bv_sel, bi_sel = v[sel], bv[sel], best_i[r_sel]
+                upd = (v_sel > bv_sel) | (gi < bi_sel)
+                best_v[r_sel] = torch.where(upd, v_sel, bv_sel)
+                best_i[r_sel] = torch.where(upd, gi, bi_sel)
+        else:
+            v, li = _topk_lowest(sc, min(k, b - a), scratch=True)
+            mv, mi = _merge_topk(best_v[rows], best_i[rows], v, self.perm[a + li], k)
+            best_v[rows] = mv
+            best_i[rows] = mi
 
     def search(self, x: torch.Tensor, k: int | None):
         """Exact (values, indices) of the best (k is None) or top-k scores of x (b, d); also the
@@ -596,11 +622,6 @@ def _merge_topk(v1, i1, v2, i2, k: int):
     """The k best of two canonical top lists with disjoint indices (rows aligned)."""
     v, i = _canonical(torch.cat([v1, v2], 1), torch.cat([i1, i2], 1))
     return v[:, :k], i[:, :k]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _cat(parts: list[torch.Tensor], dtype, device) -> torch.Tensor:
