@@ -128,10 +128,10 @@ def test_exact_ties_go_to_the_lowest_index(search):
     # small integers: every score is exact in float32, ties are real; duplicated targets tie everywhere
     g = torch.Generator().manual_seed(11)
     base = torch.randint(-3, 4, (400, 3), generator=g).float()
-    y = torch.cat([base, base[:200], base[100:300]])  # (800, 3): many duplicates, in shuffled groups
-    y = y[torch.randperm(800, generator=g)]
-    h = torch.randint(-2, 3, (800,), generator=g).double()
-    x = torch.randint(-2, 3, (500, 3), generator=g).float()
+    # (4500, 3): every row many times over, so ties straddle tiles (2048 columns), strips and groups
+    y = base[torch.randint(0, 400, (4500,), generator=g)]
+    h = torch.randint(-2, 3, (4500,), generator=g).double()
+    x = torch.randint(-2, 3, (300, 3), generator=g).float()
     s = (x.double() @ y.double().T + h).numpy()
     pot = BrenierPotential(y, h, search=search, n_groups=17)
     v, i = pot.argmax(x)
@@ -144,7 +144,7 @@ def test_exact_ties_go_to_the_lowest_index(search):
         assert np.array_equal(v.double().numpy(), rv)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(1, 60), st.integers(1, 4), st.integers(1, 12), st.integers(0, 2**31 - 1), st.integers(1, 4))
 def test_pruned_equals_brute_on_small_integer_problems(n, d, n_groups, seed, k):
     g = torch.Generator().manual_seed(seed)

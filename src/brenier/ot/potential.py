@@ -266,13 +266,7 @@ class BrenierPotential:
             if k is None:
                 v, i = _tiled_argmax(xc, self._yt, self._h, buf[:r])
             else:
-                best = None
-                for c in range(0, n, cols):
-                    w = min(cols, n - c)
-                    sc = torch.addmm(self._h[:, c : c + w], xc, self._yt[:, c : c + w], out=buf[:r, :w])
-                    tv, ti = _topk_lowest(sc, min(k, w), scratch=True)
-                    best = (tv, ti) if best is None else _merge_topk(best[0], best[1], tv, ti + c, k)
-                v, i = best
+                v, i = _tiled_topk(xc, self._yt, self._h, buf[:r], k)
             self.evaluations += r * n
             vals.append(v)
             idx.append(i)
@@ -534,12 +528,7 @@ def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch
     for c in range(0, n, cols):
         w = min(cols, n - c)
         sc = torch.addmm(h[:, c : c + w], x, yt[:, c : c + w], out=buf[:, :w])
-        full = w - w % STRIP
-        parts = [sc[:, :full].view(r, full // STRIP, STRIP).amax(dim=2)] if full else []
-        if full < w:
-            parts.append(sc[:, full:].amax(dim=1, keepdim=True))
-        smax = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
-        v, j = smax.max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
+        v, j = _strip_maxima(sc).max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
         upd = (v > best_v).nonzero().squeeze(1)
         if upd.numel():
             cols_u = (j[upd] * STRIP)[:, None] + offs[None, :]
@@ -548,6 +537,56 @@ def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch
             li = sc[upd].gather(1, cols_u).argmax(dim=1)
             best_i[upd] = c + cols_u.gather(1, li[:, None]).squeeze(1)
             best_v[upd] = v[upd]
+    return best_v, best_i
+
+
+def _strip_maxima(sc: torch.Tensor) -> torch.Tensor:
+    """(r, ceil(w / STRIP)) maxima of the column strips of sc (r, w), by ``amax``."""
+    r, w = sc.shape
+    full = w - w % STRIP
+    parts = [sc[:, :full].view(r, full // STRIP, STRIP).amax(dim=2)] if full else []
+    if full < w:
+        parts.append(sc[:, full:].amax(dim=1, keepdim=True))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+
+def _tiled_topk(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.Tensor, k: int):
+    """Top-k (values (r, k), indices (r, k)) of x @ yt + h, best first, ties by ascending index,
+    one tile of ``buf`` (r, C) at a time.
+
+    As ``_tiled_argmax``: strip maxima by ``amax``; only rows whose tile maximum beats their
+    current k-th best look closer, and only into the k strips with the largest maxima (ties: the
+    lower strip), which hold the tile's top k under the tie rule (a strip left out has k strips
+    before it whose maxima beat, or tie at a lower index, everything in it).
+    """
+    r, cols = buf.shape
+    n = yt.shape[1]
+    best_v = torch.full((r, k), -math.inf, dtype=buf.dtype, device=buf.device)
+    best_i = torch.full((r, k), n, dtype=torch.int64, device=buf.device)
+    offs = torch.arange(STRIP, device=buf.device)
+    for c in range(0, n, cols):
+        w = min(cols, n - c)
+        sc = torch.addmm(h[:, c : c + w], x, yt[:, c : c + w], out=buf[:, :w])
+        smax = _strip_maxima(sc)
+        upd = (smax.amax(dim=1) > best_v[:, -1]).nonzero().squeeze(1)  # strict: earlier columns win ties
+        if not upd.numel():
+            continue
+        every = upd.numel() == r  # e.g. the first tile: no row gathers
+        ks = min(k, smax.shape[1])
+        _, sj = _topk_lowest(smax if every else smax[upd], ks)
+        sj = sj.sort(dim=1).values  # ascending strips: candidate order = column order, for the tie rule
+        cand = ((sj * STRIP)[:, :, None] + offs).view(upd.numel(), ks * STRIP)
+        src = sc if every else sc[upd]
+        if w % STRIP:  # the last strip is short: clamp, and mask the repeats
+            vals = src.gather(1, cand.clamp(max=w - 1)).masked_fill_(cand >= w, -math.inf)
+        else:
+            vals = src.gather(1, cand)
+        tv, tj = _topk_lowest(vals, min(k, ks * STRIP), scratch=True)
+        if every:
+            best_v, best_i = _merge_topk(best_v, best_i, tv, c + cand.gather(1, tj), k)
+        else:
+            mv, mi = _merge_topk(best_v[upd], best_i[upd], tv, c + cand.gather(1, tj), k)
+            best_v[upd], best_i[upd] = mv, mi
     return best_v, best_i
 
 
