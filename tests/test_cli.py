@@ -63,7 +63,7 @@ def test_ot_npy(tmp_path):
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "run"
     # --max-iter bounds the test's run time whatever the solver's tuning
-    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--max-iter", "6")
+    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--max-iter", "6", "--allow-unconverged")
     assert result.exit_code == 0, result.output
     for name in ("ot.json", "ot.safetensors", "heights.npy", "summary.json"):
         assert (out / name).is_file(), name
@@ -151,7 +151,33 @@ def test_ot_bad_inputs(tmp_path, case):
     args = [tmp_path / args[0], *args[1:]]
     result = invoke("ot", *args, "--out", tmp_path / "run", "--device", "cpu")
     assert_user_error(result, *needles)
-    assert not (tmp_path / "run" / "summary.json").exists()
+    assert not (tmp_path / "run").exists()  # a failed start leaves no empty --out folder behind
+
+
+def test_ot_unconverged_exits_3_unless_allowed(tmp_path):
+    """A fit that stops short of its tolerance: one warning line, outputs written, exit 3; --allow-unconverged: exit 0."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(8).normal(size=(200, 5)))
+    out = tmp_path / "run"
+    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--max-iter", "1")
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output and not read_summary(out)["converged"]
+    warns = [ln for ln in result.output.splitlines() if ln.startswith("warning:")]
+    assert len(warns) == 1 and "tol" in warns[0] and "--allow-unconverged" in warns[0], result.output
+    assert (out / "ot.safetensors").is_file() and (out / "heights.npy").is_file()
+    result = invoke("ot", tmp_path / "x.npy", "--out", out, "--device", "cpu", "--max-iter", "1",
+                    "--allow-unconverged", "--no-checkpoint")
+    assert result.exit_code == 0, result.output
+    assert len([ln for ln in result.output.splitlines() if ln.startswith("warning:")]) == 1
+
+
+def test_failed_start_removes_only_the_folders_it_created(tmp_path):
+    (tmp_path / "keep").mkdir()
+    np.save(tmp_path / "nan.npy", np.full((5, 2), np.nan))
+    result = invoke("fit", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "a" / "b" / "run")
+    assert_user_error(result, "nothing.npz")
+    assert not (tmp_path / "a").exists()
+    result = invoke("fit", "--data", tmp_path / "nothing.npz", "--out", tmp_path / "keep")
+    assert result.exit_code == 2 and (tmp_path / "keep").is_dir()  # it existed before: kept
 
 
 def test_ot_exact_needs_2d_uniform_source(tmp_path):
@@ -273,7 +299,7 @@ def test_critical_command_end_to_end(tmp_path, data, latent):
     three decoded paths (walk, diffusion-latent interpolation, straight interpolation) are recorded."""
     out = tmp_path / "crit"
     result = invoke("critical", "--data", data, "--train", "4", "--epochs", "2", *latent,
-                    "--diffusion-steps", "20", "--out", out, "--device", "cpu")
+                    "--diffusion-steps", "20", "--out", out, "--device", "cpu", "--allow-unconverged")
     assert result.exit_code == 0, result.output
     for f in ("filmstrip.png", "score.png", "walk.png"):
         assert (out / f).read_bytes().startswith(PNG_MAGIC), f
