@@ -159,8 +159,16 @@ def test_planted_pickle_checkpoint_is_refused_not_unpickled(tmp_path):
     assert not marker.exists()
 
 
+def _resigned(meta):
+    """The checkpoint's JSON with its own checksum recomputed: a consistent tamper that only field checks catch."""
+    from brenier.nets.checkpoint import _meta_digest
+
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return {**body, "meta_sha256": _meta_digest(body)}
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated_json", "list_json", "tensor_truncated", "tensor_missing",
-                                    "wrong_shape", "nan_weights", "bad_tensor_name"])
+                                    "wrong_shape", "nan_weights", "bad_tensor_name", "edited_history"])
 def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage):
     import json
 
@@ -196,9 +204,12 @@ def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage):
         t[k] = torch.zeros(3, 3) if damage == "wrong_shape" else torch.full_like(t[k], float("nan"))
         save_file(t, str(tfile))
         meta["sha256"] = __import__("hashlib").sha256(tfile.read_bytes()).hexdigest()  # a consistent tamper
-        ckpt.write_text(json.dumps(meta))
+        ckpt.write_text(json.dumps(_resigned(meta)))
     elif damage == "bad_tensor_name":
         meta["tensors"] = "../../etc/passwd"
+        ckpt.write_text(json.dumps(_resigned(meta)))
+    elif damage == "edited_history":
+        meta["history"][0]["val_loss"] = 0.5  # a plausible number, but not the one saved
         ckpt.write_text(json.dumps(meta))
     with pytest.raises(CorruptRunError, match="checkpoint: " + str(tmp_path)):
         train_autoencoder(build_autoencoder("mlp", (1, 8, 8), 2, seed=0, hidden=(8,)), X, checkpoint=ckpt, **kw)

@@ -382,6 +382,9 @@ def image_metrics(
 
 
 # ------------------------------------------------------------------ the scoring classifier
+_CLASSIFIER_FORMAT = "brenier.FeatureClassifier/1"
+
+
 class FeatureClassifier:
     """A small MLP classifier trained on the real training images, kept fixed, used to score.
 
@@ -462,35 +465,84 @@ class FeatureClassifier:
         return float(np.mean(self.predict(X) == _labels(y, "y")))
 
     def save(self, path: str | Path) -> Path:
-        """Write ``path/classifier.safetensors`` and ``path/classifier.json``."""
+        """Write ``path/classifier.safetensors``, ``path/classifier.json`` and, last,
+        ``path/manifest.json`` (their sha256: a save that dies part-way does not load)."""
         from safetensors.numpy import save_file
 
-        from ._io import atomic_write, write_json
+        from ._io import MANIFEST, atomic_write, write_json, write_manifest
 
         self._check()
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        (path / MANIFEST).unlink(missing_ok=True)  # never a valid-looking mixture of two saves
         tensors = {f"w{i}": np.ascontiguousarray(w) for i, w in enumerate(self.weights_)}
         tensors.update({f"b{i}": np.ascontiguousarray(b) for i, b in enumerate(self.biases_)})
         atomic_write(path / "classifier.safetensors", lambda tmp: save_file(tensors, tmp))
         write_json(path / "classifier.json", {
-            "format": "brenier.FeatureClassifier/1", "hidden": list(self.hidden), "seed": self.seed,
+            "format": _CLASSIFIER_FORMAT, "hidden": list(self.hidden), "seed": self.seed,
             "max_iter": self.max_iter, "alpha": self.alpha, "n_classes": self.n_classes_,
             "n_layers": len(self.weights_), "train_accuracy": self.train_accuracy_, "n_iter": self.n_iter_,
         })
+        write_manifest(path, ["classifier.json", "classifier.safetensors"], "FeatureClassifier")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureClassifier":
+        """Read a classifier written by ``save``: the manifest is verified, every field and weight
+        checked (layer shapes chain from the input to ``n_classes`` outputs, finite floats). Raises
+        ``FileNotFoundError`` when ``path`` holds none and ``CorruptRunError`` (a ValueError) naming
+        the file and what is wrong when it holds a damaged one."""
         from safetensors.numpy import load_file
 
+        from ._io import CorruptRunError, verify_manifest
+
         path = Path(path)
-        if not (path / "classifier.json").exists():
+        if not (path / "classifier.json").exists() and not (path / "manifest.json").exists():
             raise FileNotFoundError(f"path: {path} does not hold a saved FeatureClassifier")
-        meta = json.loads((path / "classifier.json").read_text())
-        t = load_file(str(path / "classifier.safetensors"))
-        obj = cls(tuple(meta["hidden"]), meta["seed"], meta["max_iter"], meta["alpha"])
-        obj.weights_ = [t[f"w{i}"] for i in range(meta["n_layers"])]
-        obj.biases_ = [t[f"b{i}"] for i in range(meta["n_layers"])]
-        obj.n_classes_, obj.train_accuracy_, obj.n_iter_ = meta["n_classes"], meta["train_accuracy"], meta["n_iter"]
+        verify_manifest(path, "FeatureClassifier")
+        jpath, wpath = path / "classifier.json", path / "classifier.safetensors"
+        try:
+            meta = json.loads(jpath.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptRunError(f"{jpath}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != _CLASSIFIER_FORMAT:
+            raise CorruptRunError(f"{jpath}: not a {_CLASSIFIER_FORMAT} file")
+
+        def _int(key: str, lo: int) -> int:
+            v = meta.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise CorruptRunError(f"{jpath}: {key!r} must be an integer ≥ {lo}, got {v!r}")
+            return v
+
+        n_layers, n_classes, n_iter = _int("n_layers", 1), _int("n_classes", 2), _int("n_iter", 0)
+        seed, max_iter = _int("seed", 0), _int("max_iter", 1)
+        hidden = meta.get("hidden")
+        if not isinstance(hidden, list) or len(hidden) != n_layers - 1 or not all(
+                isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+            raise CorruptRunError(f"{jpath}: 'hidden' must be {n_layers - 1} positive layer widths, got {hidden!r}")
+        for key in ("alpha", "train_accuracy"):
+            v = meta.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise CorruptRunError(f"{jpath}: {key!r} must be a non-negative number, got {v!r}")
+        try:
+            t = load_file(str(wpath))
+        except Exception as exc:  # safetensors' SafetensorError on a malformed header or a short file
+            raise CorruptRunError(f"{wpath}: not a readable safetensors file ({exc})") from None
+        names = {f"{k}{i}" for i in range(n_layers) for k in "wb"}
+        if set(t) != names:
+            raise CorruptRunError(f"{wpath}: tensors {sorted(t)} do not match {n_layers} layers (w0, b0, ...)")
+        outs = [*hidden, 1 if n_classes == 2 else n_classes]  # scikit-learn's binary case: one logistic output
+        for i in range(n_layers):
+            w, b = t[f"w{i}"], t[f"b{i}"]
+            fan_in = w.shape[0] if i == 0 else outs[i - 1]
+            if w.shape != (fan_in, outs[i]) or b.shape != (outs[i],):
+                raise CorruptRunError(f"{wpath}: layer {i} has weights {w.shape} and bias {b.shape}, expected "
+                                      f"({fan_in}, {outs[i]}) and ({outs[i]},)")
+            for a, name in ((w, f"w{i}"), (b, f"b{i}")):
+                if a.dtype.kind != "f" or not np.all(np.isfinite(a)):
+                    raise CorruptRunError(f"{wpath}: {name} must hold finite floats (dtype {a.dtype})")
+        obj = cls(tuple(hidden), seed, max_iter, float(meta["alpha"]))
+        obj.weights_ = [t[f"w{i}"] for i in range(n_layers)]
+        obj.biases_ = [t[f"b{i}"] for i in range(n_layers)]
+        obj.n_classes_, obj.train_accuracy_, obj.n_iter_ = n_classes, float(meta["train_accuracy"]), n_iter
         return obj

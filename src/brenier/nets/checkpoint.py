@@ -19,6 +19,7 @@ a planted one, a truncated file) is refused with ``CorruptRunError`` naming the 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import re
@@ -87,17 +88,24 @@ def save_checkpoint(
                 scalars[f"{idx}.{key}"] = v
     tfile = _tensor_file(path, epoch)
     atomic_write(tfile, lambda tmp: save_file(tensors, tmp))
-    write_json(path, {
+    meta = {
         "format": CHECKPOINT_FORMAT, "fingerprint": fingerprint, "epoch": int(epoch),
         "tensors": tfile.name, "sha256": sha256_file(tfile), "has_best": best_state is not None,
         "bad_epochs": int(bad_epochs), "best_epoch": int(best_epoch), "best_val_loss": float(best_val_loss),
         "stopped_early": bool(stopped_early), "finished": bool(finished), "history": history,
         "optimizer_scalars": scalars,
-    })
+    }
+    write_json(path, {**meta, "meta_sha256": _meta_digest(meta)})
     for old in path.parent.glob(f"{glob.escape(path.name)}.e*.safetensors"):
         if old.name != tfile.name:
             old.unlink(missing_ok=True)  # superseded: the JSON now names the new file
     return path
+
+
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of the JSON fields themselves (canonical form; floats round-trip exactly through JSON):
+    a changed digit in the history or a counter is caught like a changed byte in the tensor file."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
 def _bad(path: Path, what: str) -> CorruptRunError:
@@ -139,6 +147,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, *, fingerprint: st
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise _bad(path, f"format {got!r}, expected {CHECKPOINT_FORMAT!r}")
+    digest = meta.pop("meta_sha256", None)
+    if digest != _meta_digest(meta):
+        raise _bad(path, "checksum mismatch (the file was changed or corrupted after it was saved)")
     if meta.get("fingerprint") != fingerprint:
         raise ValueError(f"checkpoint: {path} belongs to another training run (data or settings differ)")
     epoch = _int(meta, "epoch", path, 1)
