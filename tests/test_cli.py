@@ -309,3 +309,30 @@ def test_critical_command_end_to_end(tmp_path, data, latent):
     assert s["diffusion"]["train_steps"] == 20 and 0 <= s["heldout"]["precision"] <= 1
     assert "diffusion interpolation" in result.output
     assert s["latent_dim"] == (2 if data == "occlusion" else 3)   # tipping: latent 3 by default
+
+
+def test_fit_interrupted_then_resumed(tmp_path, monkeypatch):
+    """Ctrl-C during `brenier fit`: one warning line and exit 130 (not a bare "Aborted!"); the same
+    command resumes the autoencoder from its last completed epoch."""
+    import brenier.nets.autoencoder as ae_mod
+
+    real = ae_mod.save_checkpoint
+
+    def save_then_stop(path, **kw):
+        real(path, **kw)
+        if kw["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    args = ("fit", "--data", "digits", "--limit", "80", "--epochs", "3", "-d", "2", "--ot-tol", "0.3",
+            "--out", tmp_path / "run", "--device", "cpu", "--allow-unconverged")
+    monkeypatch.setattr(ae_mod, "save_checkpoint", save_then_stop)
+    result = invoke(*args)
+    assert result.exit_code == 130, result.output
+    assert "Aborted" not in result.output and "Traceback" not in result.output
+    assert [ln for ln in result.output.splitlines() if ln.startswith("warning:")][0].count("resume") == 1
+    assert (tmp_path / "run" / "checkpoints" / "autoencoder.ckpt").is_file()
+    monkeypatch.setattr(ae_mod, "save_checkpoint", real)
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "run" / "aeot.json").read_text())["train_info"]
+    assert info["resumed_from"] == 2 and info["epochs_run"] == 3

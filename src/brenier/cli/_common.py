@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -197,8 +198,15 @@ def command(target: typer.Typer, name: str, **kwargs: Any) -> Callable[[Callable
             except typer.Exit as exc:
                 ok = exc.exit_code in (0, EXIT_UNCONVERGED, EXIT_INTERRUPTED)
                 raise
+            except KeyboardInterrupt:
+                # not click's bare "Aborted!": say what is kept (fits checkpoint as they go)
+                warn("interrupted (Ctrl-C); the checkpoints written so far are kept: rerun the same command to resume")
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             except (ValueError, TypeError, FileNotFoundError, KeyError) as exc:
                 # the last line of defence: a user error that a command did not anticipate
+                # (BRENIER_TRACEBACK=1 shows the traceback, for debugging brenier itself)
+                if os.environ.get("BRENIER_TRACEBACK"):
+                    raise
                 fail(_user_message(exc))
             finally:
                 if not ok:
