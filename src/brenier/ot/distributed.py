@@ -40,7 +40,7 @@ from .potential import DEFAULT_MEMORY_BUDGET, BrenierPotential
 __all__ = [
     "Communicator", "TorchCommunicator", "DistributedError", "ShardedPotential", "CommStats", "PROCESS_STATS",
     "current", "use", "setup", "is_main_process", "launched_by_torchrun", "shard_range",
-    "canonical_topk", "exact_topk", "merge_topk", "local_device", "check_identical", "DEFAULT_TIMEOUT",
+    "canonical_topk", "merge_topk", "local_device", "check_identical", "DEFAULT_TIMEOUT",
 ]
 
 #: how long a collective waits for the other ranks before failing (a dead rank must not hang the
@@ -278,7 +278,7 @@ def shard_range(n: int, rank: int, world_size: int) -> tuple[int, int]:
 
 def canonical_topk(values: torch.Tensor, indices: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Order each row of candidates (values, indices: (M, c)) by score descending, equal scores by
-    index ascending, and keep the first ``k`` (default all): the top-k with a fixed tie rule
+    index ascending, and keep the first ``k`` (default all): the rule of ``BrenierPotential.topk``
     (``torch.topk`` leaves the order of equal scores unspecified)."""
     by_index = indices.argsort(dim=1)
     v, i = values.gather(1, by_index), indices.gather(1, by_index)
@@ -286,32 +286,6 @@ def canonical_topk(values: torch.Tensor, indices: torch.Tensor, k: int | None = 
     if k is not None:
         by_value = by_value[:, :k]
     return v.gather(1, by_value), i.gather(1, by_value)
-
-
-def exact_topk(pot, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top-k of ``pot`` (a ``BrenierPotential``) for x (M, d) under the fixed tie rule, also at the
-    k-th place: (values (M, k), indices (M, k)).
-
-    ``torch.topk`` returns *some* k of the targets tied at the k-th score; the rule needs the
-    lowest indices. One extra candidate shows where a tie straddles the k-th place; only those
-    rows (rare: exact float ties) are asked again with twice as many candidates until the tie
-    group ends inside the list (or the list holds every target).
-    """
-    n = pot.n_targets
-    k = min(int(k), n)
-    kk = min(k + 1, n)
-    v, i = canonical_topk(*pot.topk(x, kk))
-    if kk == k:
-        return v, i
-    v, i = v.contiguous(), i.contiguous()
-    open_rows = torch.nonzero(v[:, k - 1] == v[:, k], as_tuple=True)[0]
-    while open_rows.numel() and kk < n:
-        kk = min(2 * kk, n)
-        v2, i2 = canonical_topk(*pot.topk(x[open_rows], kk))
-        v[open_rows], i[open_rows] = v2[:, : k + 1], i2[:, : k + 1]
-        still = (v2[:, k - 1] == v2[:, kk - 1]) if kk < n else torch.zeros_like(v2[:, 0], dtype=torch.bool)
-        open_rows = open_rows[still]
-    return v[:, :k], i[:, :k]
 
 
 def merge_topk(values: list[torch.Tensor], indices: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -383,7 +357,9 @@ class ShardedPotential:
         """(values (M, k), global indices (M, k)) of the k best targets of every rank's slice
         for x (M, d), ordered by score desc then index asc. A collective."""
         k = min(int(k), self.n_targets)
-        v, i = exact_topk(self.local, x, k)  # the slice's top-k under the tie rule: the merge is then exact
+        # BrenierPotential.topk keeps the lowest indices among equal scores, also at the k-th
+        # place: each slice's list holds its part of the global top-k, so the merge is exact
+        v, i = self.local.topk(x, k)
         i = i + self.lo
         m = v.shape[0]
         if v.shape[1] < k:  # a slice smaller than k: pad with candidates that never win

@@ -160,9 +160,9 @@ def batch_stats(
     def scored():
         for half, k, x in chunks():
             if pairs:
-                # the top-k under a fixed tie rule (score desc, index asc): a sharded potential
-                # merges to exactly this, so both give the same pairs
-                yield half, k, (pot.topk(x, kp) if sharded else distributed.exact_topk(pot, x, kp))
+                # best first, equal scores by ascending index (also at the k-th place): a
+                # sharded potential merges to exactly this list, so both give the same pairs
+                yield half, k, pot.topk(x, kp)
             else:
                 yield half, k, (None, pot.argmax(x)[1][:, None])
 
