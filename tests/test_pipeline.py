@@ -275,3 +275,19 @@ def test_decoded_samples_are_finite_or_refused(model, tmp_path):
         next(m.autoencoder_.decoder.parameters()).fill_(float("nan"))
     with pytest.raises(ValueError, match="NaN"):
         m.sample(4, seed=0)
+
+
+@pytest.mark.parametrize("tamper,needle", [
+    (lambda m: {**m, "train_history": [{"epoch": "one"}]}, "train_history"),
+    (lambda m: {**m, "train_info": {**m["train_info"], "kind": None}}, "train_info.kind"),
+    (lambda m: {**m, "timings": {"ot_s": "slow"}}, "timings"),
+])
+def test_tampered_history_and_info_are_refused(model, tmp_path, tamper, needle):
+    """The report plots the history and prints the info: wrong types there are refused at load, not in matplotlib."""
+    from brenier import CorruptRunError
+
+    run = model.save(tmp_path / "run")
+    _edit_json(run, tamper)
+    _resign(run)
+    with pytest.raises(CorruptRunError, match=needle):
+        AEOT.load(run, device="cpu")

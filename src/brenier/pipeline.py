@@ -451,9 +451,9 @@ class AEOT:
             raise CorruptRunError(f"{path / 'ot'}: targets of shape {obj.codes_.shape}, expected (N, {d}) (latent_dim in {jpath})")
         if obj.ot_.source_.dim != d:
             raise CorruptRunError(f"{path / 'ot'}: source of dimension {obj.ot_.source_.dim}, expected {d} (latent_dim in {jpath})")
-        obj.train_history_ = meta["train_history"]
-        obj.train_info_ = meta["train_info"]
-        obj.timings_ = meta["timings"]
+        obj.train_history_ = _records(meta["train_history"], jpath)
+        obj.train_info_ = _train_info(meta["train_info"], jpath)
+        obj.timings_ = _numbers(meta["timings"], "timings", jpath)
         obj.val_index_ = _index(meta["val_index"], "val_index", jpath)
         obj.code_index_ = _index(meta["code_index"], "code_index", jpath)
         if len(obj.code_index_) != len(obj.codes_):
@@ -525,6 +525,36 @@ def _finite_vector(v: list, d: int, key: str, jpath: Path) -> np.ndarray:
     if not np.all(np.isfinite(a)):
         raise CorruptRunError(f"{jpath}: {key!r} contains NaN or infinite values")
     return a
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _numbers(d: dict, key: str, jpath: Path) -> dict[str, float]:
+    if not all(isinstance(k, str) and _is_number(v) for k, v in d.items()):
+        raise CorruptRunError(f"{jpath}: {key!r} must map names to numbers")
+    return d
+
+
+def _records(history: list, jpath: Path) -> list[dict[str, float]]:
+    """train_history: one record of numbers per epoch (the report plots them)."""
+    for i, rec in enumerate(history):
+        if not isinstance(rec, dict) or not all(_is_number(v) for v in rec.values()) or not _is_number(rec.get("epoch")):
+            raise CorruptRunError(f"{jpath}: 'train_history' entry {i} must be a record of numbers with an 'epoch'")
+    return history
+
+
+_TRAIN_INFO = {"best_epoch": int, "best_val_loss": (int, float), "stopped_early": bool, "resumed_from": int,
+               "epochs_run": int, "kind": str}
+
+
+def _train_info(info: dict, jpath: Path) -> dict[str, Any]:
+    for key, typ in _TRAIN_INFO.items():
+        v = info.get(key)
+        if not isinstance(v, typ) or (typ is not bool and isinstance(v, bool)):
+            raise CorruptRunError(f"{jpath}: 'train_info.{key}' is missing or of type {type(v).__name__}")
+    return info
 
 
 def _index(v: list, key: str, jpath: Path) -> np.ndarray:
