@@ -88,7 +88,7 @@ def critical_command(
         model = user_errors(lambda: AEOT.load(model_dir, device=device.value))
         if tuple(model.image_shape_) != tuple(stable.shape[1:]):
             fail(f"--model {model_dir}: fitted on images of shape {tuple(model.image_shape_)}, but --data {data.value} "
-                  f"frames are {tuple(stable.shape[1:])} (a run fitted on other data)")
+                 f"frames are {tuple(stable.shape[1:])} (a run fitted on other data)")
         con.print(Text(f"brenier critical: reusing the model in {model_dir} (latent dimension {model.latent_dim})"))
     else:
         con.print(Text.assemble(("brenier critical", "bold"), f": fitting AEOT (latent {latent}) on the {len(stable):,} distinct stable frames "
