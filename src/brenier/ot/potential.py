@@ -529,14 +529,29 @@ def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch
         w = min(cols, n - c)
         sc = torch.addmm(h[:, c : c + w], x, yt[:, c : c + w], out=buf[:, :w])
         v, j = _strip_maxima(sc).max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
-        upd = (v > best_v).nonzero().squeeze(1)
-        if upd.numel():
-            cols_u = (j[upd] * STRIP)[:, None] + offs[None, :]
+        if c == 0:  # the first tile sets every row: no comparison, no row selection
+            upd, ju, vu = None, j, v
+        else:
+            upd = (v > best_v).nonzero().squeeze(1)
+            if not upd.numel():
+                continue
+            ju, vu = j[upd], v[upd]
+        if w % STRIP == 0:
+            # whole strips: pick each row's (row, strip) slice of STRIP contiguous values
+            sc3 = sc.view(r, w // STRIP, STRIP)
+            block = sc3[torch.arange(r, device=buf.device), ju] if upd is None else sc3[upd, ju]
+            li = ju * STRIP + block.argmax(dim=1)
+        else:
+            cols_u = (ju * STRIP)[:, None] + offs[None, :]
             # past the tile's end: repeat its last column, which comes later, so a tie stays with the earlier one
             cols_u = cols_u.clamp(max=w - 1)
-            li = sc[upd].gather(1, cols_u).argmax(dim=1)
-            best_i[upd] = c + cols_u.gather(1, li[:, None]).squeeze(1)
-            best_v[upd] = v[upd]
+            block = sc.gather(1, cols_u) if upd is None else sc[upd[:, None], cols_u]
+            li = cols_u.gather(1, block.argmax(dim=1)[:, None]).squeeze(1)
+        if upd is None:
+            best_v, best_i = vu, c + li
+        else:
+            best_i[upd] = c + li
+            best_v[upd] = vu
     return best_v, best_i
 
 
@@ -576,11 +591,11 @@ def _tiled_topk(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.T
         _, sj = _topk_lowest(smax if every else smax[upd], ks)
         sj = sj.sort(dim=1).values  # ascending strips: candidate order = column order, for the tie rule
         cand = ((sj * STRIP)[:, :, None] + offs).view(upd.numel(), ks * STRIP)
-        src = sc if every else sc[upd]
+        rows = upd[:, None]  # gathers u x k STRIP values, not u whole rows
         if w % STRIP:  # the last strip is short: clamp, and mask the repeats
-            vals = src.gather(1, cand.clamp(max=w - 1)).masked_fill_(cand >= w, -math.inf)
+            vals = sc[rows, cand.clamp(max=w - 1)].masked_fill_(cand >= w, -math.inf)
         else:
-            vals = src.gather(1, cand)
+            vals = sc[rows, cand]
         tv, tj = _topk_lowest(vals, min(k, ks * STRIP), scratch=True)
         if every:
             best_v, best_i = _merge_topk(best_v, best_i, tv, c + cand.gather(1, tj), k)
@@ -599,27 +614,34 @@ def _route(mask: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
     return list(zip(groups.tolist(), gr[:, 1].split(counts.tolist()), strict=True))
 
 
-def _kmeans(y: torch.Tensor, g: int, *, seed: int, iters: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means on y (N, d) with g centers drawn from the points (seeded): (labels (N,),
-    centers (g, d)). A few iterations suffice: any grouping keeps the search exact, tighter
-    groups only prune more. Chunked, so no (N, g) matrix beyond 64 MiB exists."""
+def _kmeans(y: torch.Tensor, g: int, *, seed: int, iters: int = 8, per_center: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lloyd's k-means on y (N, d) with g centers: (labels (N,), centers (g, d)), seeded.
+
+    Lloyd runs on a random subset of ``per_center * g`` points, then every point is assigned once:
+    any grouping keeps the search exact (tighter groups only prune more), so the index build
+    stays a small fraction of one pass of queries. Chunked: no (N, g) matrix beyond 64 MiB.
+    """
     n = y.shape[0]
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    centers = y[torch.randperm(n, generator=gen)[:g].to(y.device)].clone()
-    yn = (y * y).sum(1)
-    step = max(1, (16 * 2**20) // max(g, 1))
-    labels = torch.empty(n, dtype=torch.int64, device=y.device)
-    for _ in range(iters + 1):
-        cn = (centers * centers).sum(1)
-        for s in range(0, n, step):
-            # |y - c|^2 = |y|^2 - 2 <y, c> + |c|^2; |y|^2 is constant per row
-            labels[s : s + step] = torch.addmm(cn[None, :], y[s : s + step], centers.T, alpha=-2.0).argmin(1)
-        sums = torch.zeros_like(centers).index_add_(0, labels, y)
-        cnt = torch.bincount(labels, minlength=g).to(y.dtype)
-        nonempty = cnt > 0
-        centers = torch.where(nonempty[:, None], sums / cnt.clamp(min=1)[:, None], centers)
-    del yn
+    order = torch.randperm(n, generator=gen).to(y.device)
+    sub = y[order[: min(n, per_center * g)]]
+    centers = sub[:g].clone()
+    for _ in range(iters):
+        lab = _nearest(sub, centers)
+        sums = torch.zeros_like(centers).index_add_(0, lab, sub)
+        cnt = torch.bincount(lab, minlength=g).to(y.dtype)
+        centers = torch.where((cnt > 0)[:, None], sums / cnt.clamp(min=1)[:, None], centers)
+    labels = _nearest(y, centers)
     return labels, centers
+
+
+def _nearest(y: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest center for each row of y, chunked."""
+    g = centers.shape[0]
+    cn = (centers * centers).sum(1)[None, :]
+    step = max(1, (16 * 2**20) // max(g, 1))
+    # |y - c|^2 = |y|^2 - 2 <y, c> + |c|^2, and |y|^2 is constant per row
+    return torch.cat([torch.addmm(cn, y[s : s + step], centers.T, alpha=-2.0).argmin(1) for s in range(0, y.shape[0], step)])
 
 
 def _topk_lowest(s: torch.Tensor, k: int, *, scratch: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
