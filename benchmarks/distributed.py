@@ -129,8 +129,11 @@ def main() -> None:
         ap.error("--iters: at least 3 (iteration 0 is start-up; two more give one timed interval)")
     from brenier._io import write_json
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run(p, a, Path(tmp)) for p in a.procs]
+    # other jobs on the machine skew the speedup (P processes need P idle cores): say how busy it was
+    load = {"before": load_before, "after": os.getloadavg()}
     base = rows[0]
     h0 = torch.tensor(base["heights"], dtype=torch.float64)
     print(f"N = {a.n}, d = {a.d}, {rows[0]['samples_per_iteration']} samples per iteration, {a.threads} thread(s) per "
@@ -154,8 +157,9 @@ def main() -> None:
     write_json(a.out, {
         "benchmark": "distributed", "n": a.n, "d": a.d, "iters": a.iters, "threads": a.threads, "device": a.device,
         "shard_targets": a.shard, "cpu_count": os.cpu_count(), "platform": platform.platform(),
-        "torch": torch.__version__, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "rows": rows,
+        "torch": torch.__version__, "load_average_1_5_15min": load, "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "rows": rows,
     })
+    print(f"load average (1 min) {load['before'][0]:.1f} before, {load['after'][0]:.1f} after, on {os.cpu_count()} CPUs")
     print(f"wrote {a.out}")
 
 
