@@ -65,9 +65,9 @@ def _assert_same_argmax(pot, ref, x):
 @pytest.mark.parametrize("hkind", ["voronoi", "random"])
 def test_argmax_and_topk_match_brute_force(search, kind, hkind):
     d = 5 if kind == "gaussian" else 8
-    y = _targets(kind, 2000, d, seed=1)
+    y = _targets(kind, 1500, d, seed=1)
     h = _heights(hkind, y, seed=2)
-    x = _ball(1000, d, seed=3)
+    x = _ball(600, d, seed=3)
     ref = BrenierPotential(y, h, search="brute")
     pot = BrenierPotential(y, h, search=search, seed=0)
     _assert_same_argmax(pot, ref, x)
@@ -131,7 +131,7 @@ def test_exact_ties_go_to_the_lowest_index(search):
     # (4500, 3): every row many times over, so ties straddle tiles (2048 columns), strips and groups
     y = base[torch.randint(0, 400, (4500,), generator=g)]
     h = torch.randint(-2, 3, (4500,), generator=g).double()
-    x = torch.randint(-2, 3, (300, 3), generator=g).float()
+    x = torch.randint(-2, 3, (150, 3), generator=g).float()
     s = (x.double() @ y.double().T + h).numpy()
     pot = BrenierPotential(y, h, search=search, n_groups=17)
     v, i = pot.argmax(x)
