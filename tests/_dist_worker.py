@@ -1,6 +1,6 @@
 """Worker launched by tests/test_distributed.py under torchrun (one process per rank).
 
-usage: _dist_worker.py OUT [--shard] [--max-iter K] [--checkpoint PATH] [--kill-at I] [--topk PATH]
+usage: _dist_worker.py OUT [--shard] [--max-iter K] [--checkpoint PATH] [--kill-at I] [--stop-at I] [--topk PATH]
 Fits the shared test problem (tests/_dist_problem.py); rank 0 writes heights, history and split
 cell masses to OUT (JSON). --topk: also the merged top-k of a ShardedPotential on tie-laden
 points, written by rank 0 to PATH (safetensors).
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--max-iter", type=int, default=4)
     ap.add_argument("--checkpoint")
     ap.add_argument("--kill-at", type=int, default=-1, help="rank 1 SIGKILLs itself when this iteration is evaluated")
+    ap.add_argument("--stop-at", type=int, default=-1, help="rank 1 SIGSTOPs itself (hangs) when this iteration is evaluated")
     ap.add_argument("--topk")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -43,6 +44,8 @@ def main() -> None:
     def cb(rec):
         if rec["iteration"] == a.kill_at and int(os.environ["RANK"]) == 1:
             os.kill(os.getpid(), signal.SIGKILL)
+        if rec["iteration"] == a.stop_at and int(os.environ["RANK"]) == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     ot.fit(y, checkpoint=a.checkpoint, callback=cb, distributed=True, shard_targets=a.shard)
     if D.is_main_process():

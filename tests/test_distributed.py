@@ -220,7 +220,7 @@ def test_two_ranks_target_sharded_resume_a_one_rank_checkpoint(reference, tmp_pa
     assert torch.equal(got["ia"], s.argmax(dim=1))
 
 
-def _two_processes(tmp_path: Path, *args: str, env: dict, timeout: float = 100) -> list[subprocess.CompletedProcess]:
+def _start_two(*args: str, env: dict) -> list[subprocess.Popen]:
     """2 ranks started as torchrun would, without its agent (which would stop the survivors
     itself): what a rank on another node sees when its peer dies."""
     port = str(_free_port())
@@ -230,16 +230,22 @@ def _two_processes(tmp_path: Path, *args: str, env: dict, timeout: float = 100) 
                   "MASTER_PORT": port})
         procs.append(subprocess.Popen([sys.executable, str(WORKER), *args], env=e, cwd=HERE.parent,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    out = []
-    for p in procs:
-        try:
-            so, se = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        out.append(subprocess.CompletedProcess(p.args, p.returncode, so, se))
-    return out
+    return procs
+
+
+def _finish(p: subprocess.Popen, procs: list[subprocess.Popen], timeout: float) -> subprocess.CompletedProcess:
+    try:
+        so, se = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for q in procs:
+            q.kill()
+        raise
+    return subprocess.CompletedProcess(p.args, p.returncode, so, se)
+
+
+def _two_processes(*args: str, env: dict, timeout: float = 100) -> list[subprocess.CompletedProcess]:
+    procs = _start_two(*args, env=env)
+    return [_finish(p, procs, timeout) for p in procs]
 
 
 @needs_gloo
@@ -247,7 +253,7 @@ def test_a_killed_rank_makes_the_other_fail_clearly_and_the_rerun_resumes(refere
     ck = tmp_path / "ck"
     t0 = time.perf_counter()
     # rank 1 SIGKILLs itself when iteration 2 is evaluated; the collective timeout is the backstop
-    r0, r1 = _two_processes(tmp_path, str(tmp_path / "out.json"), "--max-iter", "4", "--checkpoint", str(ck),
+    r0, r1 = _two_processes(str(tmp_path / "out.json"), "--max-iter", "4", "--checkpoint", str(ck),
                             "--kill-at", "2", env={"BRENIER_DIST_TIMEOUT": "30"})
     assert time.perf_counter() - t0 < 60
     assert r1.returncode == -signal.SIGKILL
@@ -268,3 +274,19 @@ def test_a_killed_rank_under_torchrun_stops_the_job(reference, tmp_path):
     assert "Signal 9 (SIGKILL)" in run.stdout + run.stderr
     ot = _resume_here(reference, ck, 4)
     assert _rel(ot.heights_, reference["h4"]) <= 1e-9
+
+
+@needs_gloo
+@pytest.mark.slow
+def test_a_hanging_rank_makes_the_other_fail_at_the_timeout(tmp_path):
+    # rank 1 stops (SIGSTOP) when iteration 1 is evaluated: no socket closes, only the timeout helps
+    procs = _start_two(str(tmp_path / "out.json"), "--max-iter", "4", "--stop-at", "1", env={"BRENIER_DIST_TIMEOUT": "5"})
+    try:
+        t0 = time.perf_counter()
+        r0 = _finish(procs[0], procs, timeout=90)
+        assert r0.returncode != 0 and "DistributedError: rank 0 of 2" in r0.stderr, r0.stderr[-3000:]
+        assert "Timed out" in r0.stderr or "timeout" in r0.stderr.lower()
+        assert time.perf_counter() - t0 < 60
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
