@@ -137,3 +137,29 @@ def test_evaluate_unlabelled_data(demo_run, tmp_path):
     assert html.count("data:image/png;base64") == len(FIGURES) and "passes the digits bar" not in html
     with pytest.raises(ValueError, match="n_samples"):
         evaluate_run(model, X, None, tmp_path, n_samples=10)
+
+
+def test_latent_figure_at_20000_codes_draws_a_bounded_subset(tmp_path, monkeypatch):
+    # the report at the scale of a whole data set: the PCA scatter draws at most MAX_DRAWN codes
+    # (seeded), whatever N; the projection and the mode labels still use every code
+    import time
+    from types import SimpleNamespace
+
+    import matplotlib.axes
+
+    from brenier import report
+
+    rng = np.random.default_rng(0)
+    n = 20_000
+    codes = rng.normal(size=(n, 16))
+    model = SimpleNamespace(codes_=codes, modes_=rng.integers(0, 3, n), seed=0, code_index_=np.arange(n))
+    drawn = []
+    scatter = matplotlib.axes.Axes.scatter
+    monkeypatch.setattr(matplotlib.axes.Axes, "scatter", lambda self, x, y, *a, **k: (drawn.append(len(x)), scatter(self, x, y, *a, **k))[1])
+    t = time.perf_counter()
+    report._fig_latent(model, None, rng.integers(0, 10, n), tmp_path / "latent.png")
+    assert time.perf_counter() - t < 10.0
+    assert (tmp_path / "latent.png").read_bytes().startswith(PNG)
+    assert drawn == [report.MAX_DRAWN, report.MAX_DRAWN]
+    np.testing.assert_array_equal(report.drawn_subset(n, seed=0), report.drawn_subset(n, seed=0))   # seeded
+    assert len(report.drawn_subset(300)) == 300

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .figures import _cell_collection, _frame, _numpy, _outline_rings, _position_colormap
+from .figures import _cell_collection, _frame, _numpy, _outline_rings, _position_colormap, drawn_subset
 
 __all__ = ["plot_singular_2d"]
 
@@ -24,7 +24,8 @@ def plot_singular_2d(ot, path, *, outline=None, n_generated: int = 5000, seed: i
     """Draw the singular set of a fitted 2-D ``SemiDiscreteOT`` (polygonal uniform source) to a PNG.
 
     outline: the data support (``ToyData.outline()``, a (K, 2) array or a shapely geometry).
-    n_generated points are drawn with ``ot.sample(..., boundary=boundary)``. 12 x 6 inches at
+    n_generated points are drawn with ``ot.sample(..., boundary=boundary)``; of more than 5,000
+    data points a seeded subset of 5,000 is drawn (the title says so). 12 x 6 inches at
     150 dpi, written atomically. Returns the path.
     """
     import shapely
@@ -67,9 +68,11 @@ def plot_singular_2d(ot, path, *, outline=None, n_generated: int = 5000, seed: i
         ax_t.plot(r[:, 0], r[:, 1], color="0.35", lw=1.0, zorder=1)
     size = float(np.clip(4000.0 / n_generated, 0.6, 6.0))
     ax_t.scatter(X[:, 0], X[:, 1], s=size, c=colours[cells], linewidths=0, zorder=2)
-    ax_t.scatter(sites[:, 0], sites[:, 1], s=0.8, c="0.1", linewidths=0, zorder=3)
+    show = drawn_subset(len(sites), seed=seed)   # at most 5,000 data points drawn (seeded subset)
+    ax_t.scatter(sites[show, 0], sites[show, 1], s=0.8, c="0.1", linewidths=0, zorder=3)
     _frame(ax_t, np.concatenate([sites, X] + out_rings))
-    ax_t.set_title(f"Target: {len(sites):,} data points (black) and {n_generated:,} generated points\n"
+    shown = "" if len(show) == len(sites) else f" ({len(show):,} drawn)"
+    ax_t.set_title(f"Target: {len(sites):,} data points{shown} (black) and {n_generated:,} generated points\n"
                    f"(colour = the source cell they came from; {S.n_modes} mode{'s' if S.n_modes != 1 else ''})",
                    fontsize=11)
     if title:

@@ -30,13 +30,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ._io import atomic_write, write_json
+from .figures import MAX_DRAWN, drawn_subset  # noqa: F401  (MAX_DRAWN: the bound the captions state)
 
 __all__ = ["Section", "evaluate_run", "build_report", "save_grid", "FIGURES"]
 
 #: the figures a run writes (file name → caption)
 FIGURES = {
     "training_curves.png": "Training: autoencoder loss per epoch (left), OT total-variation gap per Newton iteration (right).",
-    "latent_pca.png": "Latent codes (normalised) projected on their first two principal axes, coloured by mode of the singular set (left) and by the real label (right).",
+    "latent_pca.png": "Latent codes (normalised) projected on their first two principal axes, coloured by mode of the singular set (left) and by the real label (right). At most 5,000 codes are drawn (a seeded uniform subset when there are more; the axes, mode labels and counts use every code).",
     "samples.png": "100 generated images. Left: boundary=\"respect\" (the OT extension never interpolates across the singular set). Right: boundary=\"ignore\". Red frames: the classifier's confidence is below the threshold (a blend of classes).",
     "neighbours.png": "Generated images (top row of each pair) and their nearest training image in pixel space (bottom row), with the Euclidean distance.",
 }
@@ -227,11 +228,12 @@ def _fig_latent(model, X, y, path: Path, samples_codes: np.ndarray | None = None
     panels = [p for p in panels if p[1] is not None] or [("codes", np.zeros(len(Z), int))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     s = 6 if len(Z) < 5000 else 2
+    show = drawn_subset(len(Z), seed=int(getattr(model, "seed", 0) or 0))   # a scatter of 60,000 codes shows no more
     for ax, (title, c) in zip(axes[0], panels):
         c = np.asarray(c)
         k = int(c.max()) + 1 if len(c) else 1
         cmap = plt.get_cmap("tab10" if k <= 10 else "tab20" if k <= 20 else "nipy_spectral")
-        ax.scatter(P[:, 0], P[:, 1], c=c % cmap.N if k <= 20 else c, cmap=cmap, s=s, lw=0, alpha=0.8,
+        ax.scatter(P[show, 0], P[show, 1], c=(c % cmap.N if k <= 20 else c)[show], cmap=cmap, s=s, lw=0, alpha=0.8,
                    vmin=0, vmax=(cmap.N - 1) if k <= 20 else max(k - 1, 1))
         if k <= 10:
             for j in range(k):
@@ -243,7 +245,8 @@ def _fig_latent(model, X, y, path: Path, samples_codes: np.ndarray | None = None
         n_lab = f"{k} {noun}" if k == 1 else f"{k} {'modes' if noun == 'mode' else 'classes'}"
         ax.set(title=f"{title} ({n_lab})", xlabel=f"PC 1 ({100 * ev[0]:.0f} % var.)", ylabel=f"PC 2 ({100 * ev[1]:.0f} % var.)")
         ax.set_aspect("equal", adjustable="datalim")
-    fig.suptitle(f"Normalised latent codes (N = {len(Z):,}, d = {Z.shape[1]}), PCA", y=1.0)
+    drawn = "" if len(show) == len(Z) else f"; {len(show):,} drawn"
+    fig.suptitle(f"Normalised latent codes (N = {len(Z):,}, d = {Z.shape[1]}{drawn}), PCA", y=1.0)
     fig.tight_layout()
     _save(fig, path)
 
