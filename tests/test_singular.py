@@ -322,24 +322,27 @@ def test_approximate_detours_agree_with_exact(seed):
     y, adj = _hairpin(1200, 4, seed)
     g = sg.hop_graph(y)
     exact = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="exact")
-    # with its default budget a set this small is searched exactly throughout
-    np.testing.assert_allclose(sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="approx"), exact, rtol=1e-12)
-    # without it, the pairs beyond the local radius get landmark bounds
-    approx = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="approx", global_sources=0, seed=seed)
+    approx, searched = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="approx", seed=seed, return_searched=True)
     local = exact <= sg.KAPPA_LOCAL
-    assert local.mean() > 0.5 and (~local).sum() > 10                       # both regimes are exercised
+    assert local.mean() > 0.5 and (np.isfinite(exact) & ~local).sum() > 10   # both regimes are exercised
     np.testing.assert_allclose(approx[local], exact[local], rtol=1e-12)     # exact inside the local radius
     assert np.all(approx >= exact * (1 - 1e-12))                            # never below: a real path
     assert np.all(approx[~np.isfinite(exact)] == np.inf)                    # never a path where none is
-    # the labels and modes of the rule (auto kappa) agree
+    # refined at kappa, the labels at kappa are the exact test's (a ratio below kappa may stay a
+    # landmark bound: an upper bound that is already below kappa needs no search)
+    for kappa in (3.0, 5.0):
+        assert sg.refine_detours(y, adj, approx, searched, kappa, g) > 0
+        np.testing.assert_array_equal(approx <= kappa, exact <= kappa)
+        assert np.all(approx >= exact * (1 - 1e-12))
+        assert sg.refine_detours(y, adj, approx, searched, kappa, g) == 0  # nothing left to search
+    # and the rule's modes at the exact test's kappa agree
     from sklearn.metrics import adjusted_rand_score
 
-    ke, ka = sg.auto_kappa(y, adj, exact), sg.auto_kappa(y, adj, approx)
-    se, sa = exact > ke, approx > ka
-    me = sg._attach_isolated(y, adj, sg._components(len(y), adj[~se]))
-    ma = sg._attach_isolated(y, adj, sg._components(len(y), adj[~sa]))
-    assert np.mean(se == sa) >= 0.99
-    assert adjusted_rand_score(me, ma) >= 0.99
+    ke = sg.auto_kappa(y, adj, exact)
+    sg.refine_detours(y, adj, approx, searched, ke, g)
+    me = sg._attach_isolated(y, adj, sg._components(len(y), adj[exact <= ke]))
+    ma = sg._attach_isolated(y, adj, sg._components(len(y), adj[approx <= ke]))
+    assert adjusted_rand_score(me, ma) == 1.0
 
 
 def test_landmark_bounds_bracket_the_distance():
@@ -365,10 +368,6 @@ def test_singular_set_method_argument(ring):
     np.testing.assert_array_equal(Sa.singular, S.singular)
     with pytest.raises(ValueError, match="method"):
         ot.singular_set(method="fast")
-    from brenier.singular import detour_ratios
-
-    with pytest.raises(ValueError, match="global_sources"):
-        detour_ratios(S.targets, S.adjacency, method="approx", global_sources=-1)
     ot.singular_set()  # restore the cached set for the other tests
 
 
@@ -385,8 +384,9 @@ def test_no_n_by_n_array_in_the_graph_stages():
     try:
         g = sg.hop_graph(y)
         for method in ("approx", "exact"):
-            det = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method=method, global_sources=50)
+            det, searched = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method=method, return_searched=True)
         k = sg.auto_kappa(y, adj, det)
+        sg.refine_detours(y, adj, det, searched, k, g)
         sg._attach_isolated(y, adj, sg._components(len(y), adj[det <= k]))
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -80,7 +80,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["SingularSet", "singular_set", "sampled_adjacency", "facet_angles", "detour_ratios",
+__all__ = ["SingularSet", "singular_set", "sampled_adjacency", "facet_angles", "detour_ratios", "refine_detours",
+           "landmark_bounds",
            "boundary_distance", "crossings", "cell_walk", "DEFAULT_KAPPA"]
 
 #: detour ratio above which a facet is singular when threshold="auto"
@@ -203,9 +204,7 @@ class SingularSet:
         else:
             if self._graph is None:
                 self._graph = hop_graph(self.targets)
-            # the same rule as the set's own detours: approximate above APPROX_ABOVE targets
-            good = detour_ratios(self.targets, pairs, kappa_max=self.threshold, graph=self._graph,
-                                 method="auto") <= self.threshold
+            good = detour_ratios(self.targets, pairs, kappa_max=self.threshold, graph=self._graph) <= self.threshold
         ok[need] = good[inv]
         return ok
 
@@ -513,10 +512,8 @@ def landmark_bounds(g, pairs: np.ndarray, n_landmarks: int = 64, seed: int = 0) 
 DETOUR_METHODS = ("auto", "exact", "approx")
 #: above this many targets ``method="auto"`` takes the approximate path test
 APPROX_ABOVE = 20_000
-#: radius (in units of the pair's length) of the first, local search of the approximate test
+#: radius (in units of the pair's length) of the local search of the approximate test
 KAPPA_LOCAL = 2.5
-#: the approximate test's budget of global searches (cover sources searched to radius kappa_max)
-GLOBAL_SOURCES = 1_000
 
 
 def _check_method(method) -> str:
@@ -526,7 +523,7 @@ def _check_method(method) -> str:
 
 
 def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, graph=None, *,
-                  method: str = "exact", seed: int = 0, global_sources: int = GLOBAL_SOURCES) -> np.ndarray:
+                  method: str = "exact", seed: int = 0, return_searched: bool = False):
     """(E,) graph shortest path from y_i to y_j divided by |y_i - y_j| (inf if longer than kappa_max).
 
     y: (N, d) targets; adjacency: (E, 2) any pairs; graph: the hop graph (default ``hop_graph(y)``).
@@ -537,49 +534,63 @@ def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, 
     of the pairs (``_pair_cover``) with a search radius of kappa_max times the source's longest
     pair. In d = 16 that radius holds nearly every target: the cost is (sources) x N, i.e. N^2.
 
-    method="approx" (the approximate path test): 1. the same search with the radius
-    ``KAPPA_LOCAL`` (2.5) times the pair's length: exact for every pair whose detour is at most
-    2.5 (most pairs), with a search ball that does not grow with N once N is large. 2. The pairs
-    left (detour > 2.5, or no path) are searched to kappa_max from at most ``GLOBAL_SOURCES``
-    cover sources, smallest radii first (exact). 3. Any pair still left gets the landmark upper
-    bound (``landmark_bounds``: the length of a real path through a landmark) when it is within
-    kappa_max, else inf. So an approximate ratio is never below the exact one: the test can only
-    call a regular facet singular, never join two pieces that no path of that length joins.
+    method="approx" (the approximate path test): the same search with the radius
+    ``KAPPA_LOCAL`` (2.5) times the pair's length, exact for every pair whose detour is at most
+    2.5 (most pairs), with a search ball that stops growing with N; every pair left gets the
+    landmark upper bound (``landmark_bounds``: the length of a real path through a landmark)
+    when it is within kappa_max, else inf. An approximate ratio is never below the exact one.
+    ``refine_detours`` then makes the comparison with any kappa exact (``singular_set`` does so
+    at its threshold, so its labels are those of the exact test at that threshold).
     method="auto": "approx" above ``APPROX_ABOVE`` targets, else "exact". seed: the landmarks'.
-    global_sources: the budget of step 2 (0: every pair left after step 1 gets a landmark bound).
+
+    return_searched: also return (E,) float64, the ratio up to which each entry is exact (a pair
+    whose true ratio is at most that value has it in the output): kappa_max for "exact"; inf for
+    hop edges and pairs across components.
     """
     from scipy.sparse.csgraph import connected_components
 
     _check_method(method)
-    if isinstance(global_sources, bool) or not isinstance(global_sources, (int, np.integer)) or global_sources < 0:
-        raise ValueError(f"global_sources: expected an integer >= 0, got {global_sources!r}")
     n, d = y.shape
-    if len(adjacency) == 0:
-        return np.empty(0)
     if method == "auto":
         method = "approx" if n > APPROX_ABOVE else "exact"
+    if len(adjacency) == 0:
+        return (np.empty(0), np.empty(0)) if return_searched else np.empty(0)
     g = hop_graph(y) if graph is None else graph
     adjacency = np.asarray(adjacency, dtype=np.int64)
     length = np.linalg.norm(y[adjacency[:, 0]] - y[adjacency[:, 1]], axis=1)
     out = np.full(len(adjacency), np.inf)
+    searched = np.full(len(adjacency), np.inf)
     _, comp = connected_components(g, directed=False)
     edge = np.asarray(g[adjacency[:, 0], adjacency[:, 1]]).ravel() > 0
     out[edge] = 1.0
     todo = np.flatnonzero(~edge & (comp[adjacency[:, 0]] == comp[adjacency[:, 1]]))
-    if method == "exact" or kappa_max <= KAPPA_LOCAL:
-        out[todo], _ = _search_pairs(g, adjacency[todo], length[todo], kappa_max)
-        return out
-    out[todo], _ = _search_pairs(g, adjacency[todo], length[todo], KAPPA_LOCAL)
+    radius = kappa_max if method == "exact" else min(KAPPA_LOCAL, kappa_max)
+    out[todo], _ = _search_pairs(g, adjacency[todo], length[todo], radius)
+    searched[todo] = radius
     rest = todo[~np.isfinite(out[todo])]
-    if len(rest):
-        r, searched = _search_pairs(g, adjacency[rest], length[rest], kappa_max, max_sources=global_sources)
-        out[rest] = r
-        left = rest[~searched]
-        if len(left):
-            _, upper = landmark_bounds(g, adjacency[left], seed=seed)
-            ratio = upper / np.maximum(length[left], 1e-300)
-            out[left] = np.where(ratio <= kappa_max, ratio, np.inf)
-    return out
+    if radius < kappa_max and len(rest):
+        _, upper = landmark_bounds(g, adjacency[rest], seed=seed)
+        ratio = upper / np.maximum(length[rest], 1e-300)
+        out[rest] = np.where(ratio <= kappa_max, ratio, np.inf)
+    return (out, searched) if return_searched else out
+
+
+def refine_detours(y: np.ndarray, adjacency: np.ndarray, detour: np.ndarray, searched: np.ndarray,
+                   kappa: float, graph) -> int:
+    """Make ``detour`` (E,) exact up to ``kappa``, in place: every pair with detour > kappa that was
+    not yet searched that far (``searched`` (E,) < kappa, from ``detour_ratios(...,
+    return_searched=True)``) is searched with the radius kappa times its length. Afterwards
+    ``detour <= kappa`` holds exactly for the pairs whose true detour is at most kappa: the
+    regular/singular labels at kappa are the exact test's (a ratio already below kappa may stay
+    a landmark upper bound). Returns the number of pairs searched."""
+    need = np.flatnonzero((detour > kappa) & (searched < kappa))
+    if len(need) == 0:
+        return 0
+    length = np.linalg.norm(y[adjacency[need, 0]] - y[adjacency[need, 1]], axis=1)
+    found, _ = _search_pairs(graph, np.asarray(adjacency, dtype=np.int64)[need], length, kappa)
+    detour[need] = np.minimum(detour[need], found)
+    searched[need] = kappa
+    return int(len(need))
 
 
 def _components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -650,6 +661,27 @@ def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
     return float(grid[best])
 
 
+def _detours_at(y: np.ndarray, adj: np.ndarray, graph, threshold, t: float, method: str, seed: int):
+    """(detour (E,), kappa): the detours of the pairs and the threshold of the detour rule
+    ("auto": ``auto_kappa``), the detours exact up to kappa whatever the method.
+
+    Approximate detours are refined at the threshold (``refine_detours``), so that the labels
+    are those of the exact test at it; auto kappa is re-read after each refinement (the detours
+    can only fall) and, after at most 3 rounds, the last kappa is made exact whatever."""
+    detour, searched = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t), graph=graph, method=method, seed=seed,
+                                     return_searched=True)
+    if threshold != "auto":
+        refine_detours(y, adj, detour, searched, t, graph)
+        return detour, t
+    for _ in range(3):
+        t = auto_kappa(y, adj, detour)
+        if refine_detours(y, adj, detour, searched, t, graph) == 0:
+            return detour, t
+    t = auto_kappa(y, adj, detour)
+    refine_detours(y, adj, detour, searched, t, graph)
+    return detour, t
+
+
 def _check_threshold(threshold, criterion: str) -> float:
     if criterion not in CRITERIA:
         raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
@@ -704,10 +736,11 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
         adj = sampled_adjacency(ot._potential, src, int(n_samples), s)
     angles = facet_angles(y, adj)
     graph = hop_graph(y)
-    detour = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t if criterion == "detour" else 0.0), graph=graph,
-                           method=method, seed=int(ot.seed or 0) if seed is None else int(seed))
-    if criterion == "detour" and threshold == "auto":
-        t = auto_kappa(y, adj, detour)
+    s_ = int(ot.seed or 0) if seed is None else int(seed)
+    if criterion == "detour":
+        detour, t = _detours_at(y, adj, graph, threshold, t, method, s_)
+    else:
+        detour = detour_ratios(y, adj, kappa_max=KAPPA_MAX, graph=graph, method=method, seed=s_)
     sing = detour > t if criterion == "detour" else angles > t
     modes = _attach_isolated(y, adj, _components(n, adj[~sing]))
     return SingularSet(adjacency=adj, angles=angles, detour=detour, singular=sing, modes=modes, targets=y,
