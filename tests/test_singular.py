@@ -328,11 +328,11 @@ def test_approximate_detours_agree_with_exact(seed):
     np.testing.assert_allclose(approx[local], exact[local], rtol=1e-12)     # exact inside the local radius
     assert np.all(approx >= exact * (1 - 1e-12))                            # never below: a real path
     assert np.all(approx[~np.isfinite(exact)] == np.inf)                    # never a path where none is
-    # refined at kappa, the labels at kappa are the exact test's (a ratio below kappa may stay a
-    # landmark bound: an upper bound that is already below kappa needs no search)
+    # refined at kappa, the ratios up to kappa are the exact ones, so the labels at kappa too
     for kappa in (3.0, 5.0):
         assert sg.refine_detours(y, adj, approx, searched, kappa, g) > 0
         np.testing.assert_array_equal(approx <= kappa, exact <= kappa)
+        np.testing.assert_allclose(approx[exact <= kappa], exact[exact <= kappa], rtol=1e-12)
         assert np.all(approx >= exact * (1 - 1e-12))
         assert sg.refine_detours(y, adj, approx, searched, kappa, g) == 0  # nothing left to search
     # and the rule's modes at the exact test's kappa agree

@@ -60,9 +60,11 @@ graph has none, without a search; the rest run Dijkstra from the targets of a gr
 cover of the pairs. ``method="exact"`` searches to kappa_max = 8 times the pair's length, which
 in d = 16 is nearly the whole graph: (sources) x N work, N^2. ``method="approx"`` (the default
 above 20,000 targets) searches to 2.5 times the pair's length (exact for every pair whose detour
-is at most 2.5), then at most 1,000 sources to 8, then bounds the rest by landmarks (a real path,
-so never below the exact ratio); see ``detour_ratios`` and ``docs/singular_set.md`` (measured
-agreement with the exact test on N = 10,000 subsets, cost at N = 60,000 MNIST codes).
+is at most 2.5) and bounds the rest by landmarks (the length of a real path, so never below the
+exact ratio); auto kappa is read off these, and every pair not yet known exactly up to kappa
+is then searched to kappa (``refine_detours``): the labels at kappa are the exact test's, and
+so are the mode counts auto kappa reads below it; only the counts above kappa are bounds. See ``detour_ratios`` and ``docs/singular_set.md``
+(agreement with the exact test on N = 10,000 subsets, cost at N = 60,000 MNIST codes).
 The k-NN graph comes from a KD-tree (``scipy.spatial.cKDTree``); nothing builds an N x N array.
 
 Adjacency: exact (``PowerDiagram.adjacency``) for a uniform 2-D polygonal source, otherwise
@@ -539,8 +541,8 @@ def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, 
     2.5 (most pairs), with a search ball that stops growing with N; every pair left gets the
     landmark upper bound (``landmark_bounds``: the length of a real path through a landmark)
     when it is within kappa_max, else inf. An approximate ratio is never below the exact one.
-    ``refine_detours`` then makes the comparison with any kappa exact (``singular_set`` does so
-    at its threshold, so its labels are those of the exact test at that threshold).
+    ``refine_detours`` then makes the ratios exact up to any kappa (``singular_set`` does so at
+    its threshold, so its labels are those of the exact test at that threshold).
     method="auto": "approx" above ``APPROX_ABOVE`` targets, else "exact". seed: the landmarks'.
 
     return_searched: also return (E,) float64, the ratio up to which each entry is exact (a pair
@@ -577,18 +579,18 @@ def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, 
 
 def refine_detours(y: np.ndarray, adjacency: np.ndarray, detour: np.ndarray, searched: np.ndarray,
                    kappa: float, graph) -> int:
-    """Make ``detour`` (E,) exact up to ``kappa``, in place: every pair with detour > kappa that was
-    not yet searched that far (``searched`` (E,) < kappa, from ``detour_ratios(...,
-    return_searched=True)``) is searched with the radius kappa times its length. Afterwards
-    ``detour <= kappa`` holds exactly for the pairs whose true detour is at most kappa: the
-    regular/singular labels at kappa are the exact test's (a ratio already below kappa may stay
-    a landmark upper bound). Returns the number of pairs searched."""
-    need = np.flatnonzero((detour > kappa) & (searched < kappa))
+    """Make ``detour`` (E,) exact up to ``kappa``, in place: every pair not yet known exactly that
+    far (``searched`` (E,) < kappa, from ``detour_ratios(..., return_searched=True)``, and its
+    ratio not already found inside that radius) is searched with the radius kappa times its
+    length. Afterwards every ratio at most kappa is the exact one, and a ratio above kappa means
+    the exact one is too: the regular/singular labels at kappa, and at any threshold below it,
+    are the exact test's. Updates ``searched``; returns the number of pairs searched."""
+    need = np.flatnonzero((searched < kappa) & (detour > searched))
     if len(need) == 0:
         return 0
     length = np.linalg.norm(y[adjacency[need, 0]] - y[adjacency[need, 1]], axis=1)
     found, _ = _search_pairs(graph, np.asarray(adjacency, dtype=np.int64)[need], length, kappa)
-    detour[need] = np.minimum(detour[need], found)
+    detour[need] = np.where(np.isfinite(found), found, detour[need])   # the landmark bound stays above kappa
     searched[need] = kappa
     return int(len(need))
 
@@ -665,9 +667,10 @@ def _detours_at(y: np.ndarray, adj: np.ndarray, graph, threshold, t: float, meth
     """(detour (E,), kappa): the detours of the pairs and the threshold of the detour rule
     ("auto": ``auto_kappa``), the detours exact up to kappa whatever the method.
 
-    Approximate detours are refined at the threshold (``refine_detours``), so that the labels
-    are those of the exact test at it; auto kappa is re-read after each refinement (the detours
-    can only fall) and, after at most 3 rounds, the last kappa is made exact whatever."""
+    Approximate detours are made exact up to the threshold (``refine_detours``), so that the
+    labels are those of the exact test at it, and so are the mode counts ``auto_kappa`` reads at
+    every grid value up to it; auto kappa is re-read after each refinement and, after at most 3
+    rounds, the last kappa is made exact whatever."""
     detour, searched = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t), graph=graph, method=method, seed=seed,
                                      return_searched=True)
     if threshold != "auto":
