@@ -224,9 +224,9 @@ def _combine(comm, pot, halves: torch.Tensor, keys: list[torch.Tensor], weights:
     """Sum the ranks' half-counts and merge their near-tie pairs; every rank gets the same result.
 
     One all-reduce carries the counts, this batch's score evaluations and each rank's number of
-    pairs (exact int64); one all-gather carries the pairs, padded to the longest, as float64 rows
-    (key, weight) (a key < N² ≤ 2^53 is exact in float64). The merge runs on the CPU in rank order,
-    so it is deterministic even where the device's index_add is not.
+    pairs (exact int64); one all-gather carries the pairs, padded to the longest, as int64 rows
+    (key, the weight's float64 bits). The merge runs on the CPU in rank order, so it is
+    deterministic even where the device's index_add is not.
     """
     n = halves.shape[1]
     P = comm.world_size
@@ -240,12 +240,12 @@ def _combine(comm, pot, halves: torch.Tensor, keys: list[torch.Tensor], weights:
     lens = buf[2 * n + 1:].tolist()
     if not keys or max(lens) == 0:  # every rank knows lens: all skip the gather together
         return halves, keys, weights
-    rows = torch.zeros(max(lens), 2, dtype=torch.float64, device=halves.device)
-    rows[:own, 0] = keys[0].double()
-    rows[:own, 1] = weights[0]
+    rows = torch.zeros(max(lens), 2, dtype=torch.int64, device=halves.device)
+    rows[:own, 0] = keys[0]
+    rows[:own, 1] = weights[0].view(torch.int64)  # the float64 bits, exactly
     parts = [part[:m].cpu() for part, m in zip(comm.all_gather(rows), lens)]
     allrows = torch.cat(parts)
-    merged_k, merged_w = _merge_pairs([allrows[:, 0].long()], [allrows[:, 1]])
+    merged_k, merged_w = _merge_pairs([allrows[:, 0]], [allrows[:, 1].contiguous().view(torch.float64)])
     return halves, [merged_k[0].to(halves.device)], [merged_w[0].to(halves.device)]
 
 
