@@ -102,7 +102,7 @@ def agreement(name: str, ot: SemiDiscreteOT) -> dict:
         "facets_exact": Se.n_facets, "facets_approx": Sa.n_facets,
         "label_agreement": float(np.mean(Se.singular == Sa.singular)),
         "ari": float(adjusted_rand_score(Se.modes, Sa.modes)),
-        "detour_equal_share": float(np.mean((Sa.detour == Se.detour) | (np.abs(Sa.detour - Se.detour) <= 1e-9 * np.abs(Se.detour)))),
+        "detour_equal_share": float(np.mean(np.isclose(Sa.detour, Se.detour, rtol=1e-9, atol=0.0))),
         "detour_below_exact": int(np.sum(Sa.detour < Se.detour * (1 - 1e-9))),
         "exact_detour_gt_local_share": float(np.mean(~fin | (Se.detour > sg.KAPPA_LOCAL))),
         "unrefined": {"kappa": round(k0, 4), "modes": int(m0.max()) + 1,
