@@ -79,6 +79,7 @@ def summary_of(ot, **extra: Any) -> dict[str, Any]:
         "time_s": round(float(ot.fit_time_), 4),
         "converged": bool(ot.converged_),
         "interrupted": bool(ot.interrupted_),
+        "world_size": int(getattr(ot, "world_size_", 1)),  # processes that fitted it (torchrun)
         "brenier_version": __version__,
     }
     out.update(extra)
@@ -121,6 +122,7 @@ def ot_command(
     from .._array import resolve_device
     from .._io import write_json
     from ..ot import SemiDiscreteOT
+    from ..ot.distributed import is_main_process
 
     t_start = time.perf_counter()
     x, weights, weights_from = user_errors(lambda: load_targets(targets, weights_key))
@@ -134,11 +136,15 @@ def ot_command(
         fail(f"--method exact: needs 2-D targets and a uniform source (--source ball or box); got d={d}, --source {source.value}")
     user_errors(lambda: resolve_device(device.value))
     src = user_errors(lambda: _make_source(source, d))
-    out = prepare_out(out)
+    # Under torchrun every rank fits (the ranks share the sample stream through collectives), but
+    # only rank 0 creates the folder, prints and writes: two writers of one run folder would race.
+    main = is_main_process()
+    out = prepare_out(out) if main else out
     ckpt = out / "checkpoint.pt" if checkpoint else None
 
     con = console()
-    con.print(Text.assemble(("brenier ot", "bold"), f": {n:,} targets in dimension {d} from {targets} ← {_describe_source(source, d)}, method {method.value}"))
+    if main:
+        con.print(Text.assemble(("brenier ot", "bold"), f": {n:,} targets in dimension {d} from {targets} ← {_describe_source(source, d)}, method {method.value}"))
     model = SemiDiscreteOT(src, method=method.value, tol=tol, device=device.value, seed=seed, max_iter=max_iter)
     fits = FitWarnings()
     with fits.watch():
@@ -151,6 +157,9 @@ def ot_command(
         _write_heights(out / "heights.npy", model.heights_)
         write_json(out / "summary.json", summary)
 
+    if not main:
+        fits.finish(allow_unconverged)  # the same exit status as rank 0
+        return
     write_outputs(f"--out {out}", _save)
     if ckpt is not None and ckpt.exists() and not model.interrupted_:
         ckpt.unlink()  # the saved model holds the result; a stale checkpoint would block a new problem
