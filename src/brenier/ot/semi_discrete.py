@@ -426,7 +426,7 @@ class SemiDiscreteOT:
         }.get(self.stop_reason_, self.stop_reason_)
         empty = last.get("empty_cells", 0)
         hint = ""
-        if empty:
+        if empty and self.n_iter_ >= 20:  # not after a short run: there max_iter alone is the cause
             hint = (" Empty cells remain: targets of very different scales (a tight cluster beside a wide one, an "
                     "outlier, points on a lower-dimensional set) are hard for the sampled Newton steps.")
         warnings.warn(
