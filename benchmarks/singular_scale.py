@@ -140,23 +140,35 @@ def knn_kdtree(y: np.ndarray, k: int) -> np.ndarray:
     return cKDTree(y).query(y, k=k + 1)[1][:, 1:]
 
 
-def cost(n: int, exact_max: int, seed: int) -> dict:
+def cost(n: int, exact_max: int, seed: int, heights: str = "newton", knn: bool = True) -> dict:
     y = mnist(n, seed)
     k = sg.hop_k(y.shape[1])
-    _, row_torch, _ = _timed(knn_torch, y, k)
-    _, row_tree, _ = _timed(knn_kdtree, y, k)
+    row = {"n": int(n), "heights": heights}
+    if knn:
+        _, row["knn_torch_blocked_s"], _ = _timed(knn_torch, y, k)
+        _, row["knn_kdtree_s"], _ = _timed(knn_kdtree, y, k)
     t = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # at most one Newton step and a minute: the singular set needs a power diagram, not a converged one
-        ot = SemiDiscreteOT(UniformBall(16), method="newton", max_iter=1, seed=seed, device="cpu",
-                            solver_options={"max_time": 60.0}).fit(y)
-    row = {"n": int(n), "fit_s": round(time.perf_counter() - t, 2), "knn_torch_blocked_s": row_torch,
-           "knn_kdtree_s": row_tree}
-    yy = ot._unique_targets.numpy().astype(np.float64)
+    source = UniformBall(16)
+    if heights == "voronoi":
+        # no fit: the contracted-Voronoi start heights of the solvers (every cell non-empty), for
+        # a size where even one Newton step is too long here; the cost, not the modes, is measured
+        from brenier.ot import BrenierPotential
+        from brenier.ot.potential import voronoi_heights
+
+        yt = torch.from_numpy(np.unique(y, axis=0))
+        potential = BrenierPotential(yt, voronoi_heights(yt, torch.zeros(16), 1.0))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # at most one Newton step: the singular set needs a power diagram, not a converged one
+            ot = SemiDiscreteOT(source, method="newton", max_iter=1, seed=seed, device="cpu",
+                                solver_options={"max_time": 60.0}).fit(y)
+        yt, potential = ot._unique_targets, ot._potential
+    row["fit_s"] = round(time.perf_counter() - t, 2)
+    yy = yt.numpy().astype(np.float64)
     n_samples = int(min(max(10 * n, 20_000), 100_000))   # singular_set's default
     t = time.perf_counter()
-    adj = sg.sampled_adjacency(ot._potential, ot.source_, n_samples, seed + 12_345)
+    adj = sg.sampled_adjacency(potential, source, n_samples, seed + 12_345)
     row["adjacency_s"] = round(time.perf_counter() - t, 2)
     row["n_adjacency"] = int(len(adj))
     g, row["hop_graph_s"], row["hop_graph_peak_mb"] = _timed(sg.hop_graph, yy)
@@ -194,6 +206,9 @@ def main() -> None:
     ap.add_argument("--fit-minutes", type=float, default=3.0)
     ap.add_argument("--sizes", default="10000,30000,60000")
     ap.add_argument("--exact-max", type=int, default=30_000, help="largest N at which the exact detours are timed")
+    ap.add_argument("--heights", choices=("newton", "voronoi"), default="newton",
+                    help="cost table: one Newton step, or the Voronoi start heights (no fit)")
+    ap.add_argument("--no-knn", action="store_true", help="cost table: skip the two k-NN timings")
     ap.add_argument("--skip-agree", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -220,7 +235,7 @@ def main() -> None:
         print(f"{'N':>7} {'fit s':>6} {'adj s':>6} {'E':>7} {'graph s':>7} {'MB':>6} {'approx s':>8} {'MB':>6} "
               f"{'exact s':>8} {'MB':>6} {'kappa s':>7} {'modes':>5}")
         for n in map(int, args.sizes.split(",")):
-            r = cost(n, args.exact_max, args.seed)
+            r = cost(n, args.exact_max, args.seed, args.heights, not args.no_knn)
             result["cost"].append(r)
             _save(args.out, result, "cost")
             print(f"{n:>7} {r['fit_s']:>6} {r['adjacency_s']:>6} {r['n_adjacency']:>7} {r['hop_graph_s']:>7} "
@@ -228,7 +243,8 @@ def main() -> None:
                   f"{r.get('detour_exact_s', '-'):>8} {r.get('detour_exact_peak_mb', '-'):>6} {r['auto_kappa_s']:>7} "
                   f"{r['n_modes']:>5}", flush=True)
         print("k-NN search (k = 32) by blocked torch.cdist vs cKDTree, s: "
-              + ", ".join(f"N={r['n']}: {r['knn_torch_blocked_s']} vs {r['knn_kdtree_s']}" for r in result["cost"]))
+              + ", ".join(f"N={r['n']}: {r['knn_torch_blocked_s']} vs {r['knn_kdtree_s']}" for r in result["cost"]
+                          if "knn_kdtree_s" in r))
     print(f"wrote {args.out}")
 
 
