@@ -476,3 +476,18 @@ def test_truncated_json_is_named(saved, tmp_path):
     write_manifest(dst, ["ot.safetensors", "ot.json"], "SemiDiscreteOT")
     with pytest.raises(CorruptRunError, match=r"ot\.json: not valid JSON"):
         SemiDiscreteOT.load(dst, device="cpu")
+
+
+def test_search_choice_gives_the_same_fit_and_is_validated(tmp_path):
+    """Every exact search path behind the potential gives the same heights; a bad name is refused."""
+    y = np.random.default_rng(3).normal(size=(1500, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # 3 steps: the paths, not convergence, are compared
+        fits = [SemiDiscreteOT(method="newton", tol=0.05, seed=0, max_iter=3, search=s).fit(y)
+                for s in ("brute", "tiled", "auto")]
+    for f in fits[1:]:
+        assert np.array_equal(f.heights_, fits[0].heights_)
+    fits[2].save(tmp_path / "m")
+    assert SemiDiscreteOT.load(tmp_path / "m").search == "auto"
+    with pytest.raises(ValueError, match="search"):
+        SemiDiscreteOT(search="fast").fit(y)

@@ -43,7 +43,7 @@ from ..sources import Polygon, Source, UniformBall, source_from_dict
 from . import distributed as dist_
 from . import montecarlo
 from .montecarlo import SolverState
-from .potential import DEFAULT_MEMORY_BUDGET, BrenierPotential, voronoi_heights
+from .potential import DEFAULT_MEMORY_BUDGET, SEARCHES, BrenierPotential, voronoi_heights
 
 METHODS = ("auto", "newton", "adam", "exact")
 
@@ -96,6 +96,9 @@ class SemiDiscreteOT:
         Use scrambled Sobol points (randomised QMC) for Monte Carlo integrals.
     memory_budget : int >= 1
         Bytes allowed for one block of scores (rows × N × 4).
+    search : {"auto", "brute", "tiled", "pruned"}
+        How ``BrenierPotential`` finds the best targets; every choice gives the same argmax / top-k
+        ("brute" is the reference; "auto" picks the fastest exact path, see ``brenier.ot.potential``).
     max_iter : int >= 1, optional
         Iteration cap passed to the solver (default: 100 Newton steps for "exact", 200 for
         "newton", 20000 for "adam").
@@ -129,6 +132,7 @@ class SemiDiscreteOT:
         memory_budget: int = DEFAULT_MEMORY_BUDGET,
         max_iter: int | None = None,
         solver_options: dict[str, Any] | None = None,
+        search: str = "auto",
     ):
         self.source = source
         self.method = method
@@ -137,6 +141,7 @@ class SemiDiscreteOT:
         self.seed = seed
         self.quasi = quasi
         self.memory_budget = memory_budget
+        self.search = search
         self.max_iter = max_iter
         self.solver_options = solver_options
 
@@ -193,6 +198,8 @@ class SemiDiscreteOT:
         seed = _check_seed(self.seed)
         _check_bool(self.quasi, "quasi")
         _check_int(self.memory_budget, "memory_budget", 1)
+        if self.search not in SEARCHES:
+            raise ValueError(f"search: expected one of {SEARCHES}, got {self.search!r}")
         if self.max_iter is not None:
             _check_int(self.max_iter, "max_iter", 1)
         options = self._check_solver_options(method)
@@ -356,7 +363,7 @@ class SemiDiscreteOT:
             pot = dist_.ShardedPotential(self._cond_targets, h0, self._comm, device=dev, memory_budget=self.memory_budget,
                                          compute_dtype=dtype)
         else:
-            pot = BrenierPotential(y, h0, memory_budget=self.memory_budget, compute_dtype=dtype)
+            pot = BrenierPotential(y, h0, memory_budget=self.memory_budget, compute_dtype=dtype, search=self.search)
         writes = checkpoint is not None and self._comm.is_main  # every rank reads a checkpoint, rank 0 writes it
         state = None
         fingerprint = _fingerprint(self._unique_targets, self._unique_weights, method, self.source_, seed)
@@ -444,7 +451,8 @@ class SemiDiscreteOT:
         yc = self._cond_targets.to(self.device_)
         hc = self._cond_heights.to(self.device_)
         self.score_dtype_ = _score_dtype(yc, hc, self.source_, int(self.seed), int(self.memory_budget))
-        self._potential = BrenierPotential(yc, hc, memory_budget=self.memory_budget, compute_dtype=self.score_dtype_)
+        self._potential = BrenierPotential(yc, hc, memory_budget=self.memory_budget, compute_dtype=self.score_dtype_,
+                                           search=self.search)
 
     # ------------------------------------------------------------- results
     def _check_fitted(self) -> None:
@@ -605,7 +613,7 @@ class SemiDiscreteOT:
             "source": self.source_.to_dict(),
             "params": {
                 "method": self.method, "tol": self.tol, "device": str(self.device), "seed": self.seed,
-                "quasi": self.quasi, "memory_budget": self.memory_budget, "max_iter": self.max_iter,
+                "quasi": self.quasi, "memory_budget": self.memory_budget, "max_iter": self.max_iter, "search": self.search,
                 "solver_options": self.solver_options,
             },
             "fitted": {
@@ -840,7 +848,7 @@ def _read_saved(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     except Exception as exc:  # any malformed source description: report, never a deep traceback
         raise bad(f"'source' does not describe a source ({type(exc).__name__}: {exc})") from None
     p, f = meta["params"], meta["fitted"]
-    expected = {"method", "tol", "device", "seed", "quasi", "memory_budget", "max_iter", "solver_options"}
+    expected = {"method", "tol", "device", "seed", "quasi", "memory_budget", "max_iter", "solver_options", "search"}
     if set(p) != expected:
         raise bad(f"'params' has keys {sorted(p)}, expected {sorted(expected)}")
     checks = [
@@ -851,6 +859,7 @@ def _read_saved(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         (_int_in(p["memory_budget"], 1, None), "params.memory_budget", "an integer >= 1"),
         (p["max_iter"] is None or _int_in(p["max_iter"], 1, None), "params.max_iter", "null or an integer >= 1"),
         (p["solver_options"] is None or isinstance(p["solver_options"], dict), "params.solver_options", "null or an object"),
+        (p["search"] in SEARCHES, "params.search", f"one of {SEARCHES}"),
         (f.get("method") in ("newton", "adam", "exact"), "fitted.method", "'newton', 'adam' or 'exact'"),
         (_positive_number(f.get("tol")), "fitted.tol", "a positive number"),
         (_number(f.get("tv_error")), "fitted.tv_error", "a number"),
