@@ -91,6 +91,22 @@ def test_batch_stats_do_not_depend_on_the_memory_budget():
         torch.testing.assert_close(st.pair_weights, out[0].pair_weights, rtol=1e-13, atol=0)
 
 
+def test_hessian_sample_cap_keeps_the_counts_and_scales_the_pairs():
+    """The Hessian comes from the first chunks only: the counts (the gradient) are those of the whole
+    batch, the pair weights an estimate of the same integral from fewer samples."""
+    y, _ = problem(n=300)
+    pot = BrenierPotential(y, torch.zeros(300, dtype=torch.float64))
+    full = mc.batch_stats(pot, UniformBall(4), 131_072, seed=3, pairs=True, hessian_samples=1 << 40)
+    e0 = pot.evaluations
+    capped = mc.batch_stats(pot, UniformBall(4), 131_072, seed=3, pairs=True, hessian_samples=1 << 15)
+    assert pot.evaluations - e0 == 131_072 * 300  # every sample still scored once
+    assert torch.equal(capped.counts, full.counts) and capped.eps == full.eps
+    # the pairs of 2^15 of the 2^17 samples: the same facets, each weight estimated with more noise
+    total_full, total_capped = float(full.pair_weights.sum()), float(capped.pair_weights.sum())
+    assert abs(total_capped / total_full - 1) < 0.05 and len(capped.pairs) < len(full.pairs)
+    assert mc.hessian_sample_size(300) == 1 << 20 and mc.hessian_sample_size(100_000) == 3_200_000
+
+
 def test_fit_does_not_depend_on_the_memory_budget():
     """Issue 12, item 9: the same seed gives the same heights at any memory budget."""
     y, kw = problem(n=300)
