@@ -321,3 +321,20 @@ def test_brenier_ot_under_torchrun_writes_one_run_from_rank_0(tmp_path):
     model = SemiDiscreteOT.load(tmp_path / "run")  # verifies the manifest: one writer
     assert model.converged_
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["world_size"] == 2
+
+
+def test_brenier_fit_under_torchrun_trains_everywhere_and_writes_once(tmp_path):
+    """`torchrun --nproc_per_node=2 -m brenier fit`: every rank trains the same autoencoder and
+    shares the OT fit; rank 0 alone prints and writes the run, which loads (one writer)."""
+    from brenier.pipeline import AEOT
+
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "--monitor-interval=0.1", "-m", "brenier", "fit",
+           "--data", "digits", "--limit", "300", "--epochs", "3", "--latent-dim", "3", "--ot-tol", "0.2", "--out", "run"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env(), cwd=tmp_path)
+    _ok(run)
+    assert run.stdout.count("AEOT fit") == 1
+    model = AEOT.load(tmp_path / "run", device="cpu")
+    assert model.codes_.shape == (300, 3) and not (tmp_path / "run" / "checkpoints").exists()
+    bad = subprocess.run(cmd + ["--max-train-minutes", "1"], capture_output=True, text=True, timeout=180, env=_env(),
+                         cwd=tmp_path)
+    assert bad.returncode != 0 and "--max-train-minutes" in bad.stdout + bad.stderr

@@ -44,6 +44,7 @@ from ._array import is_torch, real_array, resolve_device, to_caller
 from ._io import MANIFEST, CorruptRunError, atomic_write, verify_manifest, write_json, write_manifest
 from .nets.autoencoder import KINDS, autoencoder_from_config, build_autoencoder, train_autoencoder
 from .ot import SemiDiscreteOT
+from .ot.distributed import is_main_process
 from .sources import UniformBall, UniformBox
 
 __all__ = ["AEOT", "BOUNDARY_MODES"]
@@ -217,6 +218,9 @@ class AEOT:
             ae, x, epochs=self.epochs, batch_size=self.batch_size, lr=float(self.lr), val_fraction=float(self.val_fraction),
             patience=self.patience, seed=int(self.seed), device=self.device_, progress=progress,
             max_time=self.max_train_time, checkpoint=None if ckpt is None else ckpt / "autoencoder.ckpt",
+            # under torchrun every rank trains the same network (same seed, same batches); the OT fit
+            # below is what the ranks share. Rank 0 alone writes the checkpoint, every rank reads it.
+            write_checkpoint=is_main_process(),
         )
         self.autoencoder_ = ae.eval()
         self.train_history_ = res.history

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -11,6 +12,7 @@ import typer
 from rich.text import Text
 
 from .. import __version__
+from ..ot.distributed import is_main_process
 from ._common import (
     DeviceKind,
     FitWarnings,
@@ -18,6 +20,7 @@ from ._common import (
     app,
     command,
     console,
+    fail,
     fmt,
     load_images,
     prepare_out,
@@ -43,7 +46,9 @@ def fit_aeot(X, out: Path, fits: FitWarnings, *, latent_dim: int, epochs: int, s
                  max_train_time=None if max_train_minutes is None else 60.0 * max_train_minutes)
     ckpt = out / "checkpoints" if checkpoint else None
     with fits.watch():
-        user_errors(lambda: model.fit(X, checkpoint_dir=ckpt, progress=True))
+        user_errors(lambda: model.fit(X, checkpoint_dir=ckpt, progress=is_main_process()))
+    if not is_main_process():  # under torchrun: every rank fits, rank 0 alone writes the run
+        return model
     write_outputs(f"--out {out}", lambda: model.save(out))
     if ckpt is not None and not model.ot_.interrupted_:
         shutil.rmtree(ckpt, ignore_errors=True)  # the saved model holds the result
@@ -177,12 +182,21 @@ def fit_command(
     set_threads(threads)
     t0 = time.perf_counter()
     X, y = load_images(data, limit)
-    out = prepare_out(out)
+    # Under torchrun every rank fits (the OT fit splits its samples across them); rank 0 alone
+    # creates RUN, prints and writes. --max-train-minutes would let ranks stop at different epochs.
+    main = is_main_process()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and max_train_minutes is not None:
+        fail("--max-train-minutes: not with several ranks (they could stop training at different epochs); use --epochs")
+    out = prepare_out(out) if main else out
     con = console()
-    con.print(Text.assemble(("brenier fit", "bold"), f": AEOT on {data} ({len(X):,} images {tuple(X.shape[1:])}), latent d={latent_dim}"))
+    if main:
+        con.print(Text.assemble(("brenier fit", "bold"), f": AEOT on {data} ({len(X):,} images {tuple(X.shape[1:])}), latent d={latent_dim}"))
     fits = FitWarnings()
     model = fit_aeot(X, out, fits, latent_dim=latent_dim, epochs=epochs, seed=seed, device=device.value, max_codes=max_codes,
                      ot_tol=ot_tol, checkpoint=checkpoint, max_train_minutes=max_train_minutes)
+    if not main:
+        fits.finish(allow_unconverged)  # the same exit status as rank 0
+        return
     write_run_info(out, data, limit, len(X))
     rows = [("data", f"{data}: {len(X):,} images {tuple(X.shape[1:])}"), *fit_rows(model),
             ("saved", f"{out}/  aeot.json, autoencoder.safetensors, ot/, manifest.json  (total {time.perf_counter() - t0:.1f} s)")]

@@ -207,6 +207,7 @@ def train_autoencoder(
     progress: bool = False,
     max_time: float | None = None,
     callback: Callable[[dict[str, float]], None] | None = None,
+    write_checkpoint: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place on images X (n, C, H, W) float32 in [0, 1]; returns a ``TrainResult``.
 
@@ -218,7 +219,9 @@ def train_autoencoder(
     the same data and settings, training resumes from the last completed epoch with its counters
     (a finished run — early stop, epoch cap or ``max_time`` reached — is not trained further: its
     best weights are loaded). A file there that is not such a checkpoint is refused
-    (``CorruptRunError``), never unpickled.
+    (``CorruptRunError``), never unpickled. ``write_checkpoint=False`` resumes from the checkpoint
+    but never writes it (the other ranks of a torchrun job, which train the same network from the
+    same seed: rank 0 alone writes).
     """
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -277,7 +280,7 @@ def train_autoencoder(
                 bad += 1
             stop = bad >= patience or (max_time is not None and time.perf_counter() - t0 > max_time)
             res.stopped_early = bad >= patience
-            if checkpoint is not None:
+            if checkpoint is not None and write_checkpoint:
                 save_checkpoint(checkpoint, fingerprint=fp, epoch=epoch + 1, model=model, optimizer=opt,
                                 best_state=best_state, bad_epochs=bad, history=res.history, best_epoch=res.best_epoch,
                                 best_val_loss=res.best_val_loss, stopped_early=res.stopped_early,
