@@ -446,20 +446,22 @@ def cli_missing_weight_file():
     return _cli_run_damage("noweights", lambda r: (r / "autoencoder.safetensors").unlink())
 
 
+def _cli_ot_with_checkpoint(name: str, content: bytes) -> tuple[bool, str]:
+    """``brenier ot`` into a folder whose checkpoint.pt holds ``content``."""
+    out = TMP / name
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(content)
+    return _cli("ot", TMP / "t.npy", "--out", out)
+
+
 @probe("8 CLI")
 def cli_truncated_checkpoint():
-    out = TMP / "trunc_ck"
-    out.mkdir()
-    (out / "checkpoint.pt").write_bytes(b"\x80\x04\x95")
-    return _cli("ot", TMP / "t.npy", "--out", out)
+    return _cli_ot_with_checkpoint("trunc_ck", b"\x80\x04\x95")
 
 
 @probe("8 CLI")
 def cli_empty_checkpoint():
-    out = TMP / "empty_ck"
-    out.mkdir()
-    (out / "checkpoint.pt").write_bytes(b"")
-    return _cli("ot", TMP / "t.npy", "--out", out)
+    return _cli_ot_with_checkpoint("empty_ck", b"")
 
 
 @probe("8 CLI")
