@@ -25,3 +25,9 @@ def tie_problem():
     h = torch.randint(-1, 2, (y.shape[0],), generator=g).double()
     x = torch.randint(-1, 2, (300, 4), generator=g).float()
     return y, h, x
+
+
+def query_points(d: int, m: int = 1001) -> torch.Tensor:
+    """(m, d) fixed points of the source ball for ``assign`` checks (m odd: unequal row slices)."""
+    x = torch.rand(m, d, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 2 - 1
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1.0)

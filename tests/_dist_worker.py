@@ -20,7 +20,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _dist_problem import problem, tie_problem  # noqa: E402
+from _dist_problem import problem, query_points, tie_problem  # noqa: E402
 
 from brenier.ot import SemiDiscreteOT  # noqa: E402
 from brenier.ot import distributed as D  # noqa: E402
@@ -48,12 +48,12 @@ def main() -> None:
             os.kill(os.getpid(), signal.SIGSTOP)
 
     ot.fit(y, checkpoint=a.checkpoint, callback=cb, distributed=True, shard_targets=a.shard)
+    masses = ot.cell_masses(n_samples=40_000, distributed=True)  # collectives: every rank joins
+    cells = ot.assign(query_points(y.shape[1]), distributed=True)
     if D.is_main_process():
         hist = [{k: v for k, v in r.items() if isinstance(v, (int, float, str))} for r in ot.history_]
         out.write_text(json.dumps({"heights": ot.heights_.tolist(), "history": hist, "world": ot.world_size_,
-                                   "masses": ot.cell_masses(n_samples=40_000, distributed=True).tolist()}))
-    else:
-        ot.cell_masses(n_samples=40_000, distributed=True)  # a collective: every rank joins
+                                   "masses": masses.tolist(), "cells": cells.tolist()}))
     if a.topk:
         comm = D.setup(True)
         y, h, x = tie_problem()

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _dist_problem import problem, tie_problem  # noqa: E402
+from _dist_problem import problem, query_points, tie_problem  # noqa: E402
 
 from brenier.ot import SemiDiscreteOT  # noqa: E402
 from brenier.ot import distributed as D  # noqa: E402
@@ -194,7 +194,7 @@ def reference(tmp_path_factory):
         h2 = SemiDiscreteOT(max_iter=2, **kw).fit(y, checkpoint=tmp / "ck1", distributed=False)
         h4 = SemiDiscreteOT(max_iter=4, **kw).fit(y, distributed=False)
     return {"y": y, "kw": kw, "h2": h2.heights_, "h4": h4.heights_, "m2": h2.cell_masses(n_samples=40_000),
-            "ck1": tmp / "ck1"}
+            "a2": h2.assign(query_points(y.shape[1])), "ck1": tmp / "ck1"}
 
 
 def _resume_here(reference, checkpoint: Path, max_iter: int) -> SemiDiscreteOT:
@@ -213,6 +213,8 @@ def test_two_ranks_sample_sharded_match_one_rank_and_resume_in_one(reference, tm
     assert _rel(out["heights"], reference["h2"]) <= 1e-9
     # cell_masses split over the 2 ranks: the same estimate as in one process
     assert _rel(out["masses"], reference["m2"]) <= 1e-12
+    # assign split over the 2 ranks (rows sliced, gathered): the cells of the 1-process model
+    assert torch.equal(torch.as_tensor(out["cells"]), torch.as_tensor(reference["a2"]))
     # the checkpoint written by rank 0 of 2 resumes in 1 process, as if never interrupted
     ot = _resume_here(reference, ck, 4)
     assert ot.history_[2]["iteration"] == 2 and len(ot.history_) == 4

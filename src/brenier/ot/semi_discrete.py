@@ -494,18 +494,36 @@ class SemiDiscreteOT:
         out = (pts * y).sum(dim=1) + self._unique_heights.to(pts.device)[idx]
         return to_caller(out, is_torch(x))
 
-    def assign(self, x):
-        """Index (M,) int64 of the power cell holding each x (M, d); among duplicate targets the first."""
+    def assign(self, x, distributed: bool = False):
+        """Index (M,) int64 of the power cell holding each x (M, d); among duplicate targets the first.
+
+        ``distributed=True``: the rows are split over the ranks of ``torch.distributed`` and the
+        answers gathered (every rank must call it with the same x; the same indices on each)."""
         pts = self._points(x)
-        _, idx = self._potential.argmax(pts)
+        idx = self._cells(pts, distributed)
         return to_caller(self._first_index()[idx], is_torch(x))
 
-    def transport(self, x):
-        """The OT map T(x) = y_{assign(x)}: (M, d)."""
+    def transport(self, x, distributed: bool = False):
+        """The OT map T(x) = y_{assign(x)}: (M, d). ``distributed``: as in ``assign``."""
         pts = self._points(x)
-        _, idx = self._potential.argmax(pts)
+        idx = self._cells(pts, distributed)
         y = self._unique_targets.to(idx.device)[idx]
         return to_caller(y, is_torch(x))
+
+    def _cells(self, pts: torch.Tensor, distributed: bool) -> torch.Tensor:
+        """Unique-target index (M,) of each point's power cell; with several ranks each scores a
+        contiguous slice of the rows and one all-gather (padded to the longest slice) joins them."""
+        comm = dist_.setup(_check_bool(distributed, "distributed") or False, self.device_)
+        if comm.world_size == 1:
+            return self._potential.argmax(pts)[1]
+        m = pts.shape[0]
+        lo, hi = dist_.shard_range(m, comm.rank, comm.world_size)
+        width = -(-m // comm.world_size)
+        mine = torch.full((width,), -1, dtype=torch.int64, device=self.device_)
+        mine[: hi - lo] = self._potential.argmax(pts[lo:hi])[1]
+        parts = comm.all_gather(mine)  # rank r holds rows shard_range(m, r, P): contiguous, in rank order
+        sizes = [b - a for a, b in (dist_.shard_range(m, r, comm.world_size) for r in range(comm.world_size))]
+        return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(self.device_)
 
     def _first_index(self) -> torch.Tensor:
         first = torch.full((len(self._unique_targets),), len(self._inverse), dtype=torch.int64)
