@@ -513,7 +513,7 @@ class SemiDiscreteOT:
     def _cells(self, pts: torch.Tensor, distributed: bool) -> torch.Tensor:
         """Unique-target index (M,) of each point's power cell; with several ranks each scores a
         contiguous slice of the rows and one all-gather (padded to the longest slice) joins them."""
-        comm = dist_.setup(_check_bool(distributed, "distributed") or False, self.device_)
+        comm = dist_.setup(_check_bool(distributed, "distributed"), self.device_)
         if comm.world_size == 1:
             return self._potential.argmax(pts)[1]
         m = pts.shape[0]
@@ -549,7 +549,7 @@ class SemiDiscreteOT:
         else:
             ns = int(n_samples or 1000 * len(self._unique_targets))
             s = (int(self.seed) + 1) * 7_777_777 if seed is None else int(seed)
-            comm = dist_.setup(_check_bool(distributed, "distributed") or False, self.device_)
+            comm = dist_.setup(_check_bool(distributed, "distributed"), self.device_)
             with dist_.use(comm):
                 m = montecarlo.estimate_masses(self._potential, self.source_, ns, seed=s, quasi=self.quasi).cpu()
         share = self.weights_ / self._unique_weights[self._inverse]
