@@ -151,3 +151,100 @@ def test_ddim_inversion_round_trip_and_interpolation():
         m.invert(x[:2], 1)
     with pytest.raises(NotFittedError):
         make_baseline("ddpm").invert(x[:2])
+
+
+# ------------------------------------------------------------------ ddpm: convergence mode
+def _gaussian_codes(n=2000, d=1, seed=3):
+    return 3.0 + 0.5 * np.random.default_rng(seed).normal(size=(n, d))
+
+
+_TINY = dict(batch_size=128, hidden=32, depth=2, timesteps=100, device="cpu", converge=True)
+
+
+def test_ddpm_converge_stops_on_a_flat_loss_and_records_its_history():
+    """On N(3, 0.5²) the held-out loss flattens within a few hundred steps: the run stops on the
+    plateau long before max_steps, keeps its best weights and still samples the Gaussian."""
+    torch.set_num_threads(1)
+    x = _gaussian_codes()
+    m = make_baseline("ddpm", seed=0, max_steps=20_000, eval_every=50, patience=2, max_decays=1, **_TINY).fit(x)
+    assert m.stop_reason_ == "plateau" and m.steps_run_ < 2000 and m.steps_run_ % 50 == 0
+    h = np.array(m.val_history_)
+    assert h.shape == (m.steps_run_ // 50, 4) and np.array_equal(h[:, 0], 50 * np.arange(1, len(h) + 1))
+    assert m.best_val_loss_ == pytest.approx(h[:, 1:3].min()) and m.best_step_ in h[:, 0]
+    assert m.best_weights_ in ("raw", "ema") and m.lr_decays_ == 1
+    assert h[-1, 3] == pytest.approx(0.3 * h[0, 3])            # one cut by decay_factor
+    assert len(m.train_history_) == len(h) and m.n_val_ == 100
+    # net_ holds the best weights: its held-out loss on the internal draws is the best one
+    assert 0.2 < m.best_val_loss_ < 0.4
+    s = m.sample(2000, seed=0)
+    assert abs(s.mean() - 3.0) < 0.08 and abs(s.std() - 0.5) < 0.08
+    info = m.info()
+    assert info["stop_reason"] == "plateau" and info["train_steps"] == m.steps_run_ and len(info["val_history"]) == len(h)
+    json.dumps(info)
+    # the fixed-step default records its steps too
+    assert make_baseline("ddpm", seed=0, steps=20, hidden=8, depth=1, timesteps=10, device="cpu").fit(x).stop_reason_ == "steps"
+
+
+def test_ddpm_converge_patience_counts_evaluations():
+    """With an improvement threshold no step can meet, the run stops after the first evaluation
+    plus ``patience`` (no schedule), or plus ``patience`` per cut and one more plateau."""
+    torch.set_num_threads(1)
+    x = _gaussian_codes(400)
+    kw = dict(max_steps=10_000, eval_every=10, patience=3, min_improvement=0.99, **_TINY)
+    m = make_baseline("ddpm", seed=0, lr_decay="none", **kw).fit(x)
+    assert m.stop_reason_ == "plateau" and m.steps_run_ == 10 * (1 + 3)
+    m = make_baseline("ddpm", seed=0, lr_decay="plateau", max_decays=2, **kw).fit(x)
+    assert m.steps_run_ == 10 * (1 + 3 * 3) and m.lr_decays_ == 2
+    m = make_baseline("ddpm", seed=0, max_steps=25, eval_every=10, patience=50, **{k: v for k, v in _TINY.items()}).fit(x)
+    assert m.stop_reason_ == "max_steps" and [r[0] for r in m.val_history_] == [10, 20, 25]
+
+
+def test_ddpm_converge_is_deterministic_under_the_seed():
+    torch.set_num_threads(1)
+    x = _gaussian_codes(600, 2)
+    kw = dict(max_steps=120, eval_every=40, patience=2, **_TINY)
+    a = make_baseline("ddpm", seed=1, **kw).fit(x)
+    b = make_baseline("ddpm", seed=1, **kw).fit(x)
+    c = make_baseline("ddpm", seed=2, **kw).fit(x)
+    assert a.val_history_ == b.val_history_ and a.train_history_ == b.train_history_
+    assert np.array_equal(a.sample(50, seed=0), b.sample(50, seed=0))
+    assert a.val_history_ != c.val_history_
+    assert a.heldout_loss(x[:100]) == b.heldout_loss(x[:100]) != a.heldout_loss(x[:100], seed=1)
+
+
+def test_fixed_draws_are_stratified_and_seeded():
+    from brenier.baselines.ddpm import fixed_draws
+
+    t, eps = fixed_draws(5, 3, 16, 1000, seed=0)
+    assert t.shape == (80,) and eps.shape == (80, 3)
+    grid = t.reshape(5, 16)
+    assert np.array_equal((grid * 16 // 1000).numpy(), np.tile(np.arange(16), (5, 1)))  # one t per stratum
+    t2, eps2 = fixed_draws(5, 3, 16, 1000, seed=0)
+    assert torch.equal(t, t2) and torch.equal(eps, eps2)
+    assert not torch.equal(eps, fixed_draws(5, 3, 16, 1000, seed=1)[1])
+
+
+def test_ddpm_converge_refuses_bad_arguments_by_name():
+    from brenier.baselines.ddpm import converged_settings
+
+    x = _gaussian_codes(50)
+    bad = [("converge", "yes"), ("max_steps", 0), ("eval_every", 2.5), ("patience", True), ("val_draws", -1),
+           ("max_decays", -1), ("min_improvement", 1.0), ("min_improvement", -0.1), ("val_fraction", 0.0),
+           ("val_fraction", 0.6), ("lr_decay", "cosine"), ("decay_factor", 1.0), ("decay_factor", float("nan"))]
+    for name, v in bad:
+        kw = {**_TINY, name: v}
+        with pytest.raises(ValueError, match=f"^{name}:"):
+            make_baseline("ddpm", **kw).fit(x)
+    m = make_baseline("ddpm", seed=0, max_steps=5, eval_every=5, **_TINY).fit(x)
+    with pytest.raises(ValueError, match="draws"):
+        m.heldout_loss(x, draws=0)
+    with pytest.raises(ValueError, match="codes"):
+        m.heldout_loss(np.zeros((3, 2)))
+    with pytest.raises(NotFittedError):
+        make_baseline("ddpm").heldout_loss(x)
+    s = converged_settings(57_000, 16)
+    assert s["converge"] is True and s["eval_every"] == 1000
+    make_baseline("ddpm", **s)._check_params()
+    for name, args in (("n", (0, 16)), ("d", (100, 1.5))):
+        with pytest.raises(ValueError, match=f"^{name}:"):
+            converged_settings(*args)
