@@ -102,3 +102,25 @@ def test_bad_input_refused_by_name(ring):
         kappa_sweep(S, d.labels, [2.0, "x"])
     with pytest.raises(ValueError, match="labels"):
         target_labels(ot, d.labels[:5])
+
+
+def test_length_matched_share():
+    from brenier.singular_classes import length_matched_share
+
+    class _S:   # a stand-in is refused: the function takes a SingularSet only
+        pass
+
+    with pytest.raises(ValueError, match="^S:"):
+        length_matched_share(_S(), np.zeros(3, int))
+
+
+def test_length_control_on_ring(ring):
+    from brenier.singular_classes import length_matched_share
+
+    d, ot, S = ring
+    t = facet_class_table(S, d.labels)
+    assert 0.5 < t["detour_auc"] <= 1.0 and 0.0 <= t["length_auc"] <= 1.0
+    # the regular facets of ring8 are all inside one Gaussian: none joins two classes at any length
+    assert length_matched_share(S, d.labels) == 0.0
+    with pytest.raises(ValueError, match="bins"):
+        length_matched_share(S, d.labels, bins=0)

@@ -29,7 +29,7 @@ import numpy as np
 
 from .singular import KAPPA_MAX, SingularSet, _attach_isolated, _components
 
-__all__ = ["target_labels", "facet_class_table", "mode_purity", "rethreshold", "kappa_sweep"]
+__all__ = ["target_labels", "facet_class_table", "length_matched_share", "mode_purity", "rethreshold", "kappa_sweep"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -105,7 +105,12 @@ def facet_class_table(S: SingularSet, labels, n_classes: int | None = None) -> d
         counted once at [min(a, b), max(a, b)] (diagonal: same class);
       "detour_auc": ROC AUC of the detour ratio (inf as the largest) as a score for "the two
         targets differ in class" over all adjacent pairs (0.5: the detour says nothing; nan
-        when all pairs are of one kind).
+        when all pairs are of one kind);
+      "length_auc": the same for the plain length |y_i - y_j| (the control: long facets join
+        different classes more often whatever their detour);
+      "regular_at_singular_lengths": the different-class share of the regular facets reweighted
+        to the length distribution of the singular ones (``length_matched_share``): what the
+        singular share would be if the detour told nothing beyond length.
     """
     _check_set(S)
     n = len(S.modes)
@@ -134,9 +139,40 @@ def facet_class_table(S: SingularSet, labels, n_classes: int | None = None) -> d
 
         score = np.where(np.isfinite(S.detour), S.detour, np.nanmax(np.r_[S.detour[np.isfinite(S.detour)], 1.0]) * 2)
         table["detour_auc"] = float(roc_auc_score(diff, score))
+        table["length_auc"] = float(roc_auc_score(diff, np.linalg.norm(S.targets[adj[:, 0]] - S.targets[adj[:, 1]], axis=1)))
     else:
-        table["detour_auc"] = math.nan
+        table["detour_auc"] = table["length_auc"] = math.nan
+    table["regular_at_singular_lengths"] = length_matched_share(S, lab)
     return table
+
+
+def length_matched_share(S: SingularSet, labels, bins: int = 20) -> float:
+    """Different-class share of the regular facets of S, reweighted to the length distribution of
+    its singular facets: the adjacent pairs are cut into ``bins`` quantile bins of length
+    |y_i - y_j|; each bin's regular share is weighted by the bin's share of the singular facets
+    (bins with singular facets but no regular one are left out, and the weights renormalised).
+    labels : (N,) int class per target. nan when S has no singular or no regular facet.
+    """
+    _check_set(S)
+    lab = _check_labels(labels, len(S.modes))
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins: expected a positive integer, got {bins!r}")
+    adj = np.asarray(S.adjacency, dtype=np.int64).reshape(-1, 2)
+    sing = np.asarray(S.singular, dtype=bool)
+    if not sing.any() or sing.all():
+        return math.nan
+    length = np.linalg.norm(S.targets[adj[:, 0]] - S.targets[adj[:, 1]], axis=1)
+    edges = np.unique(np.quantile(length, np.linspace(0, 1, bins + 1)[1:-1]))
+    b = np.searchsorted(edges, length, side="right")
+    diff = (lab[adj[:, 0]] != lab[adj[:, 1]]).astype(np.float64)
+    nb = len(edges) + 1
+    n_reg = np.bincount(b[~sing], minlength=nb)
+    d_reg = np.bincount(b[~sing], weights=diff[~sing], minlength=nb)
+    w = np.bincount(b[sing], minlength=nb).astype(np.float64)
+    w[n_reg == 0] = 0.0
+    if w.sum() == 0:
+        return math.nan
+    return float(np.sum(w * d_reg / np.maximum(n_reg, 1)) / w.sum())
 
 
 # ------------------------------------------------------------------------------- modes
