@@ -9,6 +9,8 @@ Every baseline is a class with ``fit(codes)`` â†’ self and ``sample(n, seed)`` â
 * ``ddim``      the same diffusion model sampled with DDIM (100 steps)
 * ``gmm``       a Gaussian mixture, number of components by BIC
 * ``gaussian``  one Gaussian
+* ``fm``        flow matching, independent coupling (MLP velocity, ODE sampling)
+* ``sdfm``      flow matching on our semi-discrete OT coupling (x0, T(x0)) (SD-FM)
 
 Adding a baseline is one file in this package: a ``Baseline`` subclass with a ``name``; every
 module here is imported and each subclass with a new name is registered.
