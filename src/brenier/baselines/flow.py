@@ -70,7 +70,8 @@ class FlowMatching(Baseline):
         out no codes, its validation pairs are fresh x0 with their partners T(x0)).
     eval_every : steps between two held-out loss evaluations.
     patience : None (train all ``steps``) or a number of evaluations: stop when the held-out
-        loss has not improved on its best by 1 % for that many evaluations in a row.
+        loss has stayed above 99 % of its value at the last such improvement for that many
+        evaluations in a row (a slow steady decrease of 1 % per ``patience`` evaluations continues).
     ot : ``fm``: an ``OTBaseline`` (fitted) whose frame (shift_, scale_) to use, or a fitted
         ``SemiDiscreteOT`` whose targets are the codes in its own frame; its source is then the
         base. ``sdfm``: the map whose coupling to use (see ``SemiDiscreteFlowMatching``).
@@ -216,7 +217,7 @@ class FlowMatching(Baseline):
         val = None if self._val is None else tuple(v.to(dev) for v in self._val)
         history: list[list] = []
         window: list[float] = []
-        best, since_best, stopped = math.inf, 0, False
+        best, ref, since_best, stopped = math.inf, math.inf, 0, False
         t0 = time.perf_counter()
         step = 0
         with _Bar(self.progress, f"{self.name} train (seed {self.seed})", self.steps) as bar:
@@ -238,8 +239,8 @@ class FlowMatching(Baseline):
                     if val is not None:
                         with torch.no_grad():
                             vl = float(_fm_loss(ema, *val))
-                        if vl < best * (1.0 - 0.01):
-                            best, since_best = vl, 0
+                        if vl < ref * (1.0 - 0.01):  # improved by 1 % on the loss at the last improvement
+                            ref, since_best = vl, 0
                         else:
                             since_best += 1
                         best = min(best, vl)
