@@ -62,6 +62,26 @@ def codes(d: int):
         return f["codes"], f["labels"]
 
 
+def _strict(x):
+    """x with every nan/inf float replaced by None (strict JSON: no NaN)."""
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_strict(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _loose(x):
+    """The inverse of ``_strict`` for reading rows back: None -> nan."""
+    if isinstance(x, dict):
+        return {k: _loose(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_loose(v) for v in x]
+    return float("nan") if x is None else x
+
+
 def _save(tmp: str, fn, *args, **kw) -> None:
     """fn(open file, *args, **kw) into tmp (np.savez / np.save / savefig would add a suffix to a name)."""
     with open(tmp, "wb") as f:
@@ -301,20 +321,20 @@ def main(argv=None) -> int:
     a.kappas = [float(s) for s in a.kappas.split(",")]
     torch.set_num_threads(1)
     if a.figure_only:
-        rows = json.loads(a.out.read_text())["rows"]
+        rows = _loose(json.loads(a.out.read_text())["rows"])
     else:
         rows = []
         if a.out.is_file():      # keep the rows of other latents from an earlier run with the same n and seed
             old = json.loads(a.out.read_text())
             if old.get("n") == a.n and old.get("seed") == a.seed:
-                rows = old["rows"]
+                rows = _loose(old["rows"])
         for d in (int(s) for s in a.latents.split(",")):
             t = time.perf_counter()
             r = run_latent(d, a)
             rows = [x for x in rows if x.get("latent") != d] + [r]
             print(f"latent {d}: done in {time.perf_counter() - t:.0f} s", flush=True)
-            write_json(a.out, {"benchmark": "singular_classes", "n": a.n, "seed": a.seed, "tol": a.tol,
-                               "kappas": a.kappas, "machine": "shared 2-core CPU, one thread", "rows": rows})
+            write_json(a.out, _strict({"benchmark": "singular_classes", "n": a.n, "seed": a.seed, "tol": a.tol,
+                               "kappas": a.kappas, "machine": "shared 2-core CPU, one thread", "rows": rows}))
         print_tables(rows)
         print(f"\nwrote {a.out}")
     figure(rows, a.figure, a.figure_latent, min(a.n, 60_000), a.seed)
