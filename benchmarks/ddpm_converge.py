@@ -69,8 +69,10 @@ def load_split(path: Path, n: int | None, test_fraction: float = 0.05, seed: int
 def latent_metrics(samples_by_seed: list[np.ndarray], test: np.ndarray) -> dict[str, float]:
     ed = [energy_distance(s, test, max_points=None, seed=0) for s in samples_by_seed]
     sw = [sliced_wasserstein(s, test, n_projections=512, seed=0) for s in samples_by_seed]
+    # spread: mean over dimensions of the samples' std / the test codes' std (1 = right spread)
+    spread = [float(np.mean(s.std(0) / test.std(0))) for s in samples_by_seed]
     return {"energy": float(np.mean(ed)), "energy_std": float(np.std(ed)),
-            "sw2": float(np.mean(sw)), "sw2_std": float(np.std(sw))}
+            "sw2": float(np.mean(sw)), "sw2_std": float(np.std(sw)), "spread": float(np.mean(spread))}
 
 
 def score(model, test: np.ndarray, samplers=SAMPLERS) -> dict[str, dict]:
@@ -83,7 +85,7 @@ def score(model, test: np.ndarray, samplers=SAMPLERS) -> dict[str, dict]:
         key = "ancestral_1000" if sampler == "ancestral" else f"ddim_{steps}"
         out[key] = {**latent_metrics(s, test), "sample_time_s": round(dt, 2)}
         print(f"    {key:15s} energy {out[key]['energy']:.4f} ± {out[key]['energy_std']:.4f}  "
-              f"sw2 {out[key]['sw2']:.4f} ± {out[key]['sw2_std']:.4f}  ({dt:.1f} s / {len(test)} samples)", flush=True)
+              f"sw2 {out[key]['sw2']:.4f} ± {out[key]['sw2_std']:.4f}  spread {out[key]['spread']:.3f}  ({dt:.1f} s / {len(test)} samples)", flush=True)
     return out
 
 
@@ -124,15 +126,28 @@ def run(args) -> dict:
         write_json(args.out, res)
 
     # 1. the quick-run default
+    if args.skip_default:
+        res["default"] = None
+    else:
+        _default(res, train, test)
+        save()
+    _sizes(res, args, train, test, save)
+    return res
+
+
+def _default(res, train, test):
     print("default (brenier.compare.DDPM_IMAGES):", DDPM_IMAGES, flush=True)
+    c0 = time.process_time()
     d = make_baseline("ddpm", seed=0, device="cpu", **DDPM_IMAGES).fit(train)
     res["default"] = {"settings": dict(DDPM_IMAGES), "steps": d.steps_run_, "train_time_s": round(d.train_time_, 1),
+                      "train_cpu_s": round(time.process_time() - c0, 1),
                       "heldout_loss": d.heldout_loss(test, seed=0), "heldout_loss_seed1": d.heldout_loss(test, seed=1),
                       "loss_curve": [[s, round(v, 5)] for s, v in d.loss_curve_]}
     print(f"  {d.steps_run_} steps, {d.train_time_:.0f} s, held-out loss {res['default']['heldout_loss']:.4f}", flush=True)
     res["default"]["samplers"] = score(d, test, SAMPLERS[:1] + SAMPLERS[2:3])
-    save()
 
+
+def _sizes(res, args, train, test, save):
     # 2. converged runs, one per size
     models = {}
     for size in args.sizes:
@@ -141,10 +156,13 @@ def run(args) -> dict:
         if args.max_steps:
             kw["max_steps"] = args.max_steps
         print(f"converge {size}: {kw}", flush=True)
+        c0 = time.process_time()
         m = make_baseline("ddpm", seed=0, device="cpu", **kw).fit(train)
+        cpu = time.process_time() - c0
         info = m.info()
         r = {"settings": {k: v for k, v in kw.items()}, "params": sum(p.numel() for p in m.net_.parameters()),
              "steps": m.steps_run_, "stop_reason": m.stop_reason_, "train_time_s": round(m.train_time_, 1),
+             "train_cpu_s": round(cpu, 1),
              "best_step": m.best_step_, "best_weights": m.best_weights_, "val_loss": m.best_val_loss_,
              "heldout_loss": m.heldout_loss(test, seed=0), "heldout_loss_seed1": m.heldout_loss(test, seed=1),
              "schedule": schedule_gain(m.val_history_),
@@ -164,20 +182,19 @@ def run(args) -> dict:
     sm = res["sizes"][win]["samplers"]
     res["best_sampler"] = min(sm, key=lambda k: sm[k]["energy"])
     save()
-    return res
 
 
 def table(res: dict) -> str:
-    rows = ["| model | steps | stop | train time (s) | held-out loss | sampler | energy dist. | sliced W2 |",
+    rows = ["| model | steps | stop | train wall / CPU (s) | held-out loss | sampler | energy dist. | sliced W2 |",
             "|---|---|---|---|---|---|---|---|"]
     d = res["default"]
     for k, v in d.get("samplers", {}).items():
         rows.append(f"| default {d['settings']['hidden']}x{d['settings']['depth']} | {d['steps']} | fixed | "
-                    f"{d['train_time_s']:.0f} | {d['heldout_loss']:.4f} | {k} | {v['energy']:.4f} ± {v['energy_std']:.4f} "
+                    f"{d['train_time_s']:.0f} / {d.get('train_cpu_s', float('nan')):.0f} | {d['heldout_loss']:.4f} | {k} | {v['energy']:.4f} ± {v['energy_std']:.4f} "
                     f"| {v['sw2']:.4f} ± {v['sw2_std']:.4f} |")
     for size, r in res["sizes"].items():
         base = (f"| converge {size}{' (winner)' if size == res.get('winner') else ''} | {r['steps']} | {r['stop_reason']} | "
-                f"{r['train_time_s']:.0f} | {r['heldout_loss']:.4f} |")
+                f"{r['train_time_s']:.0f} / {r.get('train_cpu_s', float('nan')):.0f} | {r['heldout_loss']:.4f} |")
         if "samplers" in r:
             for k, v in r["samplers"].items():
                 rows.append(f"{base} {k} | {v['energy']:.4f} ± {v['energy_std']:.4f} | {v['sw2']:.4f} ± {v['sw2_std']:.4f} |")
@@ -203,6 +220,26 @@ def run_ot(args) -> dict:
            "info": {k: v for k, v in ot.info().items() if isinstance(v, (int, float, str, bool))}}
     print(json.dumps(out, indent=1))
     return out
+
+
+def merge(parts: list[dict]) -> dict:
+    """One result from runs of this script over disjoint ``--sizes`` (same data, same split): the
+    default and floor of the first, every size, the winner by held-out loss (whose own run scored
+    its samplers, as it won there too)."""
+    res = {k: v for k, v in parts[0].items() if k not in ("sizes", "winner", "best_sampler")}
+    res["default"] = next(p["default"] for p in parts if p.get("default"))
+    res["sizes"] = {k: v for part in parts for k, v in part["sizes"].items()}
+    res["winner"] = min(res["sizes"], key=lambda k: res["sizes"][k]["heldout_loss"])
+    sm = res["sizes"][res["winner"]]["samplers"]
+    res["best_sampler"] = min(sm, key=lambda k: sm[k]["energy"])
+    res["merged_from"] = len(parts)
+    res["preset"] = converged_settings(res["data"]["n_train"], 16)
+    res["note"] = ("each size's 'settings' are converged_settings at run time with hidden/depth set; its sampler "
+                   "fields were not used (every sampler is scored under 'samplers'). 'preset' is converged_settings "
+                   "after this run (the winner's size, the best sampler). Sizes were run as parallel processes "
+                   "(--skip-default) and merged (--merge); times are wall (train_time_s) and process CPU "
+                   "(train_cpu_s) on the shared, loaded 2-core CPU, one thread each.")
+    return res
 
 
 def plot(res: dict, png: Path) -> Path:
@@ -245,13 +282,22 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/ddpm_converge_mnist16.json"))
     p.add_argument("--png", default=str(ROOT / "docs/ddpm_convergence.png"))
     p.add_argument("--ot-only", action="store_true")
+    p.add_argument("--skip-default", action="store_true", help="no default model (for runs merged with --merge)")
     p.add_argument("--plot", action="store_true", help="only re-draw the PNG and table from --out")
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="merge JSON files of runs over different --sizes (run in parallel) into --out")
     args = p.parse_args()
+    if args.merge:
+        write_json(args.out, merge([json.loads(Path(f).read_text()) for f in args.merge]))
+        args.plot = True
     ot_path = Path(args.out).with_name(Path(args.out).stem + "_ot.json")
     if args.ot_only:
         write_json(ot_path, run_ot(args))
         return
     res = json.loads(Path(args.out).read_text()) if args.plot else run(args)
+    if res.get("default") is None:
+        print(f"wrote {args.out} (no default model: merge it with --merge)")
+        return
     if ot_path.exists():
         res["ot"] = json.loads(ot_path.read_text())
         write_json(args.out, res)
