@@ -45,6 +45,7 @@ def test_registered_after_ddim():
     ("fm", dict(ema=1.0), "ema"),
     ("fm", dict(ot="map"), "ot"),
     ("sdfm", dict(base="gaussian"), "base"),
+    ("sdfm", dict(patience=2, val_fraction=0.0), "patience"),
     ("sdfm", dict(ot=OTBaseline()), "ot"),  # not fitted
 ])
 def test_bad_arguments_are_refused_by_name(ring, name, kwargs, match):

@@ -133,7 +133,7 @@ class FlowMatching(Baseline):
         vf = self.val_fraction
         if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not (0.0 <= vf < 0.5):
             raise ValueError(f"val_fraction: expected a number in [0, 0.5), got {vf!r}")
-        if self.patience is not None and vf == 0 and self.coupling == "independent":
+        if self.patience is not None and vf == 0:
             raise ValueError("patience: early stopping needs a held-out set (val_fraction > 0)")
 
     def _frame(self, codes: np.ndarray):
