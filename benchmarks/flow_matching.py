@@ -17,8 +17,17 @@ steps on fixed draws, stopped when it has not improved by 1 % for ``patience`` e
 at ``max_steps``); the curve is in the JSON. The ODE solver's step count is chosen by a sweep
 against a 256-step RK4 reference (also in the JSON).
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/flow_matching.py --run all
-    writes benchmarks/results/flow_matching.json (merging the cases run).
+The early stop on the total loss is not convergence (docs/compare.md): ``--no-early-stop
+--max-steps N`` trains every flow for N steps and stores the case as ``<case>_steps<N>``.
+The committed JSON comes from
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/flow_matching.py --run ring8
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/flow_matching.py --run ring8 --no-early-stop --max-steps 24000
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/flow_matching.py --run mnist
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python benchmarks/flow_matching.py --run mnist --no-early-stop --max-steps 16000
+
+each writing benchmarks/results/flow_matching.json (merged with the cases already there).
+``--quick`` is a smoke run that writes nothing.
 """
 
 from __future__ import annotations
