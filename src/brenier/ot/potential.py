@@ -207,6 +207,34 @@ class BrenierPotential:
                     torch.empty(0, k, dtype=torch.int64, device=self.device))
         return torch.cat(vals), torch.cat(idx)
 
+    def runner_up(self, x) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(best (M,), index (M,) int64, second (M,)): u_h(x), its cell (ties to the lowest index,
+        as ``argmax``) and the best score among the other targets.
+
+        The gap best − second certifies the cell against later height changes
+        (``brenier.ot.reuse``). The tiled path finds it at ~the cost of ``argmax`` (the strip
+        maxima it reduces to are exact maxima of the other strips); the other paths use a top-2.
+        With one target, ``second`` is −inf.
+        """
+        vals, idx, sec = [], [], []
+        for xb in self._blocks(x):
+            mode = self.search
+            if mode == "auto":
+                mode = self._auto(xb, None)
+            if mode == "tiled":
+                v, i, s = self._tiled(xb, None, second=True)
+            elif self.n_targets == 1:
+                v, i = self._query(xb, None)
+                s = torch.full_like(v, -math.inf)
+            else:
+                v2, i2 = self._brute(xb, 2) if mode == "brute" else self._pruned(xb, 2)
+                v, i, s = v2[:, 0], i2[:, 0], v2[:, 1]
+            vals.append(v)
+            idx.append(i)
+            sec.append(s)
+        dt = self.compute_dtype
+        return _cat(vals, dt, self.device), _cat(idx, torch.int64, self.device), _cat(sec, dt, self.device)
+
     # ------------------------------------------------------------------ internals
     def _blocks(self, x) -> Iterator[torch.Tensor]:
         blocks = (x,) if isinstance(x, torch.Tensor) else x
@@ -274,22 +302,26 @@ class BrenierPotential:
         rows = max(1, min(TILE_ELEMENTS, self.memory_budget // 4) // cols)
         return rows, cols
 
-    def _tiled(self, xb: torch.Tensor, k: int | None):
+    def _tiled(self, xb: torch.Tensor, k: int | None, second: bool = False):
         rows, cols = self._tile_shape()
         n = self.n_targets
-        vals, idx = [], []
+        vals, idx, sec = [], [], []
         buf = torch.empty(rows, cols, dtype=self.compute_dtype, device=self.device)
         for s in range(0, xb.shape[0], rows):
             xc = xb[s : s + rows]
             r = xc.shape[0]
             if k is None:
-                v, i = _tiled_argmax(xc, self._yt, self._h, buf[:r])
+                out = _tiled_argmax(xc, self._yt, self._h, buf[:r], second=second)
+                v, i = out[0], out[1]
+                if second:
+                    sec.append(out[2])
             else:
                 v, i = _tiled_topk(xc, self._yt, self._h, buf[:r], k)
             self.evaluations += r * n
             vals.append(v)
             idx.append(i)
-        return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+        out = _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+        return (*out, _cat(sec, self.compute_dtype, self.device)) if second else out
 
     def _ensure_index(self) -> _TargetGroups:
         if self._index is None:
@@ -529,29 +561,44 @@ class _TargetGroups:
 STRIP = 256
 
 
-def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.Tensor):
+def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.Tensor, second: bool = False):
     """(max (r,), first argmax (r,)) of x @ yt + h, x (r, d), yt (d, N), h (1, N), one tile of
-    ``buf`` (r, C) at a time.
+    ``buf`` (r, C) at a time; with ``second``, also the best score among the other columns (r,).
 
     On CPU torch's max-with-index kernel runs at ~0.5 G elements/s while ``amax`` runs at ~7-10
     (measured here, benchmarks/argmax.py), so each tile is reduced to strip maxima with ``amax``;
     a row's index is searched (within one strip of the tile still in cache) only when the tile
     improves the row's best, about 1 + ln(N / C) times per row. Ties: the first strip, the first
     tile (strict '>') and the first column win, i.e. the lowest index, as torch.max.
+    The runner-up comes almost free: every strip but the winning one contributes its maximum
+    (exact), the winning strip its second value, and a tile that does not improve a row's best
+    offers its maximum; an improved row's old best becomes a candidate.
     """
     r, cols = buf.shape
     n = yt.shape[1]
     best_v = torch.full((r,), -math.inf, dtype=buf.dtype, device=buf.device)
     best_i = torch.zeros(r, dtype=torch.int64, device=buf.device)
+    sec_v = torch.full((r,), -math.inf, dtype=buf.dtype, device=buf.device)
     offs = torch.arange(STRIP, device=buf.device)
     for c in range(0, n, cols):
         w = min(cols, n - c)
         sc = torch.addmm(h[:, c : c + w], x, yt[:, c : c + w], out=buf[:, :w])
-        v, j = _strip_maxima(sc).max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
+        smax = _strip_maxima(sc)
+        if second and smax.shape[1] > 1:
+            top2 = smax.topk(2, dim=1)
+            v, j, v2 = top2.values[:, 0], top2.indices[:, 0], top2.values[:, 1]
+            # topk's index at equal maxima is unspecified: the tie rule wants the first strip
+            j = torch.where(v2 == v, (smax == v[:, None]).int().argmax(dim=1), j)
+        else:
+            v, j = smax.max(dim=1)  # (r, w / STRIP): small, the first strip wins a tie
+            v2 = torch.full_like(v, -math.inf)
         if c == 0:  # the first tile sets every row: no comparison, no row selection
             upd, ju, vu = None, j, v
         else:
-            upd = (v > best_v).nonzero().squeeze(1)
+            better = v > best_v
+            if second:  # rows the tile does not improve: its maximum may be their runner-up
+                sec_v = torch.where(better, sec_v, torch.maximum(sec_v, v))
+            upd = better.nonzero().squeeze(1)
             if not upd.numel():
                 continue
             ju, vu = j[upd], v[upd]
@@ -560,18 +607,30 @@ def _tiled_argmax(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch
             sc3 = sc.view(r, w // STRIP, STRIP)
             block = sc3[torch.arange(r, device=buf.device), ju] if upd is None else sc3[upd, ju]
             li = ju * STRIP + block.argmax(dim=1)
+            inner = li - ju * STRIP
         else:
             cols_u = (ju * STRIP)[:, None] + offs[None, :]
             # past the tile's end: repeat its last column, which comes later, so a tie stays with the earlier one
             cols_u = cols_u.clamp(max=w - 1)
             block = sc.gather(1, cols_u) if upd is None else sc[upd[:, None], cols_u]
-            li = cols_u.gather(1, block.argmax(dim=1)[:, None]).squeeze(1)
+            inner = block.argmax(dim=1)
+            li = cols_u.gather(1, inner[:, None]).squeeze(1)
+            if second:  # the clamped repeats of the last column are not other columns
+                block = block.masked_fill((ju * STRIP)[:, None] + offs[None, :] >= w, -math.inf)
+        if second:
+            # the winning strip's second value (the winner masked), the tile's other strips, the old best
+            rest = block.scatter(1, inner[:, None], -math.inf).amax(dim=1) if block.shape[1] > 1 else torch.full_like(vu, -math.inf)
+            cand = torch.maximum(rest, v2 if upd is None else v2[upd])
+            if upd is None:
+                sec_v = cand
+            else:
+                sec_v[upd] = torch.maximum(cand, best_v[upd])
         if upd is None:
             best_v, best_i = vu, c + li
         else:
             best_i[upd] = c + li
             best_v[upd] = vu
-    return best_v, best_i
+    return (best_v, best_i, sec_v) if second else (best_v, best_i)
 
 
 def _topk_strip(k: int) -> int:
