@@ -15,14 +15,17 @@ on a sampled source (only where its cost matrix fits ``--pot-bytes``).
     python benchmarks/ot_solver.py --sizes 10000 --dims 16 --methods newton,adam --adam-time-factor 2
                                                           # the issue's bar (adam capped at 2x newton)
     python benchmarks/ot_solver.py                    # the full grid (hours on a 2-core CPU)
-    python benchmarks/ot_solver.py --data mnist --sizes 60000 --dims 16 --methods newton,newton-brute \
-        --tol 0.03 --solver-tol 0.025 --reference-cap 1200 --check-samples 2e7 --out benchmarks/results/ot_solver_mnist60k.json
+    python benchmarks/ot_solver.py --data mnist --sizes 60000 --dims 16 --methods newton,newton-fresh \
+        --tol 0.03 --solver-tol 0.028 --reference-cap 1500 --check-samples 1e7 --out benchmarks/results/ot_solver_mnist60k.json
                                                           # all 60,000 MNIST codes (benchmarks/mnist_codes.py);
-                                                          # newton-brute: today's brute-force search, capped
+                                                          # newton-fresh: the solver without sample reuse, capped
 
 Methods ``newton`` / ``adam`` use ``BrenierPotential``'s default exact search (``"auto"``: pruned
 where it pays); ``newton-brute`` is the same Newton solver with the brute-force reference search,
-the "today's solver" column, capped at ``--reference-cap`` seconds.
+``newton-fresh`` the Newton solver without sample reuse (``reuse=False``: a fresh sample every
+iteration, the solver before reuse); both reference columns are capped at ``--reference-cap`` s.
+The independent check's own noise floor is removed ("reached": debiased TV ≤ target); the raw
+estimate, its floor and the debiased value are all printed.
 
 Writes JSON (``--out``) and prints a Markdown table.
 """
@@ -113,8 +116,15 @@ def run_ours(method, y, source, tol, device, seed, opts, trace: bool):
     search = "auto"
     if method.endswith("-brute"):  # the same solver with the brute-force reference search
         method, search = method[: -len("-brute")], "brute"
+    if method.endswith("-fresh"):  # Newton without sample reuse: a fresh sample every iteration
+        method = method[: -len("-fresh")]
+        opts = {**(opts or {}), "reuse": False}
 
     def keep(rec):
+        # one line per iteration: a long fit is visible while it runs
+        print(f"      it {rec['iteration']} M={rec['samples']:.2e} tv {rec['tv_estimate']:.4f} floor {rec['noise_floor']:.4f} "
+              f"fresh {rec.get('tv_fresh_debiased', float('nan')):.4f} reused {rec.get('reused_share', float('nan')):.2f} "
+              f"hessian {rec.get('hessian', '-')} t {rec['time']:.0f}s", flush=True)
         if trace and "heights" in rec and (not snaps or rec["evaluations"] >= 1.3 * snaps[-1][0]):
             snaps.append((rec["evaluations"], rec["time"], rec["heights"].detach().cpu().clone()))
 
@@ -234,7 +244,7 @@ def main(argv=None):
                         opts = {"lr": args.adam_lr} if (method == "adam" and args.adam_lr) else {}
                         if args.max_time and method != "exact":
                             opts["max_time"] = args.max_time
-                        if method.endswith("-brute") and args.reference_cap:
+                        if (method.endswith("-brute") or method.endswith("-fresh")) and args.reference_cap:
                             opts["max_time"] = args.reference_cap
                         ref = next((r for r in rows if (r["d"], r["N"], r["method"]) == (d, n, "newton")), None)
                         if method == "adam" and args.adam_time_factor and ref is not None:
@@ -247,7 +257,10 @@ def main(argv=None):
                     def check(hh):
                         return independent_tv(y, hh, source, check_m, seed=10_000 + args.seed, device=device)
                     res["check"] = check(h)
-                    res["reached"] = res["check"]["tv"] <= args.tol
+                    # the check's own noise floor is removed (as the solvers do): "reached" means
+                    # the debiased independent estimate is within the target; the raw one is kept too
+                    res["reached"] = res["check"]["tv_debiased"] <= args.tol
+                    res["reached_raw"] = res["check"]["tv"] <= args.tol
                     if args.trace and method in ("newton", "adam") and res["reached"]:
                         res["first_reached"] = first_passing(snaps, check, args.tol)
                 rows.append({"d": d, "N": n, "method": method, **res})
@@ -270,7 +283,7 @@ def markdown_table(rows) -> str:
         return (f["evaluations"], f["time_s"]) if f else (r["evaluations"], r["time_s"])
 
     # the baseline of a (d, N): adam (the AE-OT recipe) where it ran, else newton-brute (today's search)
-    base = {(r["d"], r["N"]): r for r in rows if r["method"] == "newton-brute"}
+    base = {(r["d"], r["N"]): r for r in rows if r["method"] in ("newton-brute", "newton-fresh")}
     base.update({(r["d"], r["N"]): r for r in rows if r["method"] == "adam"})
     for r in rows:
         if "skipped" in r:
@@ -284,7 +297,7 @@ def markdown_table(rows) -> str:
         ratio_e = f"{lower}{bev / ev:.1f}×" if ok and ev else "–"
         ratio_t = f"{lower}{bti / ti:.1f}×" if ok else "–"
         c = r.get("check", {})
-        tv = f"{c['tv']:.4f} ({c['floor']:.4f})" if c else "–"
+        tv = f"{c['tv']:.4f} ({c['floor']:.4f}) → {c['tv_debiased']:.4f}" if c else "–"
         extra = f", max rel {r['max_rel_error']:.1e}" if "max_rel_error" in r else ""
         cpu = f"{r['cpu_s']:.0f}" if "cpu_s" in r else "–"
         out.append(f"| {r['d']} | {r['N']} | {r['method']} | {ti:.1f} | {cpu} | {ev:.3g} | {ratio_e} | "

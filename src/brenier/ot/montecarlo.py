@@ -57,6 +57,7 @@ import torch
 from ..sources import CHUNK_SIZE, Source, n_chunks
 from . import distributed
 from .potential import BrenierPotential
+from .reuse import AssignmentCache
 
 Callback = Callable[[dict[str, Any], torch.Tensor], None]
 
@@ -96,6 +97,10 @@ class BatchStats:
     pairs: torch.Tensor | None = None  # (E, 2) near-tie pairs i < j
     pair_weights: torch.Tensor | None = None  # (E,) estimated |H_ij| for each pair
     eps: float = 0.0
+    # counts of the rows no earlier evaluation used (``batch_stats(fitted_rows=...)``): an
+    # independent check of heights fitted on the others. (2, N) per half-sample, and their sizes.
+    fresh_halves: torch.Tensor | None = None
+    fresh_sizes: tuple[int, int] = (0, 0)
 
 
 def noise_floor(nu: torch.Tensor, n_samples: int) -> float:
@@ -119,6 +124,8 @@ def batch_stats(
     eps_quantile: float = 0.15,
     k_pairs: int = 8,
     hessian_samples: int | None = None,
+    cache: AssignmentCache | None = None,
+    fitted_rows: tuple[int, int] | None = None,
 ) -> BatchStats:
     """Count samples per power cell; with ``pairs``, also count near-tie pairs for the Hessian.
 
@@ -132,6 +139,12 @@ def batch_stats(
     near-tie width ε is the ``eps_quantile`` quantile of the top-2 score gaps of the first chunk.
     So the result does not depend on ``pot``'s memory budget nor on how the chunks are split
     across ranks (counts exactly, pair weights up to float64 summation order).
+
+    ``cache``: an ``AssignmentCache`` on ``pot`` (keys (half, chunk)) that answers the rows whose
+    cells are certified since an earlier call on the same streams; the answers are those of a
+    fresh pass, so the statistics do not depend on it (only the work does).
+    ``fitted_rows``: (rows of half A, rows of half B) that earlier evaluations used: the rows
+    after them are also counted apart (``BatchStats.fresh_halves``), the fit's honest check.
 
     Under ``distributed.use(comm)`` with P > 1 ranks: with a plain ``BrenierPotential`` rank r
     takes the chunks g ≡ r (mod P) of the batch and the ranks combine counts (all-reduce) and
@@ -149,7 +162,11 @@ def batch_stats(
     sharded = getattr(pot, "shards_targets", False)
     split = comm.world_size > 1 and not sharded
     mine = plan[comm.rank::comm.world_size] if split else plan
-    halves = torch.zeros(2, n, dtype=torch.int64, device=dev)
+    track = fitted_rows is not None
+    # rows 0-1: the two half-samples; rows 2-3: their rows after ``fitted_rows`` (fresh ones)
+    halves = torch.zeros(4 if track else 2, n, dtype=torch.int64, device=dev)
+    if sharded:
+        cache = None  # the sharded top-k merges over ranks: no per-rank certificate
     keys: list[torch.Tensor] = []
     weights: list[torch.Tensor] = []
     evals0 = pot.evaluations
@@ -174,9 +191,13 @@ def batch_stats(
             if pairs and k < pair_chunks:
                 # best first, equal scores by ascending index (also at the k-th place): a
                 # sharded potential merges to exactly this list, so both give the same pairs
+                # (never from the cache: a top-k list is rarely certified whole, and the fresh
+                # float32 scores keep the pair weights bit-identical with and without it)
                 yield half, k, pot.topk(x, kp)
-            else:
+            elif cache is None:
                 yield half, k, (None, pot.argmax(x)[1][:, None])
+            else:
+                yield half, k, (None, cache.query((half, k), x, 1)[1])
 
     stream = scored()
     eps = 0.0
@@ -191,8 +212,12 @@ def batch_stats(
             local = float(comm.broadcast(torch.tensor([local], dtype=torch.float64), src=0)[0])
         eps = local if math.isfinite(local) else 0.0
         stream = itertools.chain([first] if first is not None else [], stream)
-    for half, _, (v, i) in stream:
+    for half, k, (v, i) in stream:
         halves[half] += torch.bincount(i[:, 0], minlength=n)
+        if track:
+            start = max(fitted_rows[half] - k * CHUNK_SIZE, 0)  # this chunk's first fresh row
+            if start < i.shape[0]:
+                halves[2 + half] += torch.bincount(i[start:, 0], minlength=n)
         if v is None:  # counted only (no pairs asked, or past the Hessian's sample cap)
             continue
         # Entropic Hessian: with p = softmax(s / eps) over the best k cells, each sample adds
@@ -214,14 +239,22 @@ def batch_stats(
         keys, weights = _merge_pairs(keys, weights)
     if split:
         halves, keys, weights = _combine(comm, pot, halves, keys, weights, evals0)
-    counts = halves.sum(0)
+    counts = halves[:2].sum(0)
     diff = halves[0].double() / max(sizes[0], 1) - halves[1].double() / max(sizes[1], 1)
     split_tv = float(0.5 * diff.abs().sum())
     noise_sq = float(diff.square().sum()) / 4  # var(A − B) = 4 var(pooled) for equal halves
-    if not pairs:
-        return BatchStats(counts, n_samples, split_tv=split_tv, noise_sq=noise_sq)
-    (uniq,), (acc,) = keys, weights
-    return BatchStats(counts, n_samples, split_tv, noise_sq, torch.stack([uniq // n, uniq % n], 1), acc / pair_n, eps)
+    out = BatchStats(counts, n_samples, split_tv=split_tv, noise_sq=noise_sq)
+    if track:
+        out.fresh_halves = halves[2:]
+        out.fresh_sizes = tuple(max(sz - f, 0) for sz, f in zip(sizes, fitted_rows))
+    if pairs:
+        (uniq,), (acc,) = keys, weights
+        out.pairs, out.pair_weights, out.eps = torch.stack([uniq // n, uniq % n], 1), acc / pair_n, eps
+    return out
+
+
+#: ``solve_newton(reuse="auto")`` reuses its sample from this many targets on
+REUSE_MIN_TARGETS = 4096
 
 
 def hessian_sample_size(n: int) -> int:
@@ -248,16 +281,16 @@ def _combine(comm, pot, halves: torch.Tensor, keys: list[torch.Tensor], weights:
     (key, the weight's float64 bits). The merge runs on the CPU in rank order, so it is
     deterministic even where the device's index_add is not.
     """
-    n = halves.shape[1]
+    rows_n, n = halves.shape
     P = comm.world_size
     own = keys[0].shape[0] if keys else 0
     lens = torch.zeros(P, dtype=torch.int64, device=halves.device)
     lens[comm.rank] = own
     evals = torch.tensor([pot.evaluations - evals0], dtype=torch.int64, device=halves.device)
     buf = comm.all_reduce_sum(torch.cat([halves.reshape(-1), evals, lens]))
-    halves = buf[: 2 * n].reshape(2, n)
-    pot.evaluations = evals0 + int(buf[2 * n])
-    lens = buf[2 * n + 1:].tolist()
+    halves = buf[: rows_n * n].reshape(rows_n, n)
+    pot.evaluations = evals0 + int(buf[rows_n * n])
+    lens = buf[rows_n * n + 1:].tolist()
     if not keys or max(lens) == 0:  # every rank knows lens: all skip the gather together
         return halves, keys, weights
     rows = torch.zeros(max(lens), 2, dtype=torch.int64, device=halves.device)
@@ -310,18 +343,38 @@ def _record(state: SolverState, stats: BatchStats, nu: torch.Tensor, **extra) ->
         "time": state.elapsed,
         **extra,
     }
+    if stats.fresh_halves is not None:
+        # the independent check: rows no earlier step used (all rows at the first evaluation)
+        fa, fb = stats.fresh_sizes
+        rec["fresh_samples"] = fa + fb
+        if fa > 0 and fb > 0:
+            f = stats.fresh_halves.double()
+            tv_f = float(0.5 * ((f[0] + f[1]) / (fa + fb) - nu).abs().sum())
+            floor_f = 0.5 * float(0.5 * (f[0] / fa - f[1] / fb).abs().sum())
+            rec.update(tv_fresh=tv_f, noise_floor_fresh=floor_f, tv_fresh_debiased=debiased_tv(tv_f, floor_f))
     return rec
 
 
 def _converged(rec: dict, tol: float) -> bool:
+    if "fresh_samples" in rec:  # a fit reusing its sample: only its fresh rows may judge it
+        return "tv_fresh" in rec and rec["noise_floor_fresh"] <= tol and rec["tv_fresh_debiased"] <= tol
     return rec["noise_floor"] <= tol and rec["tv_debiased"] <= tol
+
+
+def _honest_tv(rec: dict) -> float | None:
+    """The record's independent (debiased) TV estimate, None where it has none."""
+    if "fresh_samples" in rec:
+        return rec.get("tv_fresh_debiased")
+    return rec["tv_debiased"]
 
 
 def _advance(state: SolverState, rec: dict, h_evaluated: torch.Tensor, callback: Callback | None) -> None:
     state.history.append(rec)
-    # "best" is judged by the debiased estimate, comparable across sample sizes
-    if rec["tv_debiased"] < state.best_tv or state.best_tv == math.inf:
-        state.best_tv = rec["tv_debiased"]
+    # "best" is judged by the debiased estimate, comparable across sample sizes, and only by an
+    # independent one (a fit reusing its sample is judged on its fresh rows)
+    tv = _honest_tv(rec)
+    if tv is not None and (tv < state.best_tv or state.best_tv == math.inf):
+        state.best_tv = tv
         state.best_heights = h_evaluated.clone()
     if callback is not None:
         callback(rec, h_evaluated)
@@ -421,6 +474,7 @@ def solve_newton(
     local_floor: bool = True,
     hessian_samples: int | None = None,
     on_state: StateHook | None = None,
+    reuse: bool | str = "auto",
 ) -> SolverState:
     """Monte Carlo damped Newton (see the module docstring). Updates ``state`` in place.
 
@@ -435,11 +489,27 @@ def solve_newton(
     ``on_state(state)``: called after every step with the state to continue from (the stepped
     heights, the counters, kappa and the last step for the damping): a checkpoint written there
     resumes the run exactly where it was. ``state.stop_reason`` says why the solver returned.
+
+    ``reuse`` (default): one nested sample for the whole fit (two fixed streams; growing the
+    batch appends chunks), each iteration's cells certified from the last ones where the height
+    change allows (``reuse.AssignmentCache``, exact). Steps at one batch size are then Newton
+    steps on a fixed sample, so they converge (to that sample's solution) instead of re-shuffling
+    noise, and cost a fraction of a pass. Convergence is judged only on rows no earlier step has
+    seen (the rows a growth appended): an independent estimate with its own noise floor, so a fit
+    to its own sample cannot pass for convergence. ``reuse=False``: a fresh sample every
+    iteration and every row recomputed (the solver before this change, kept as the reference).
+    ``"auto"``: reuse from ``REUSE_MIN_TARGETS`` targets on (below, a pass is cheap and small
+    fits keep their measured behaviour).
     """
     n = pot.n_targets
+    if reuse == "auto":
+        reuse = n >= REUSE_MIN_TARGETS
+    elif not isinstance(reuse, bool):
+        raise ValueError(f"reuse: expected True, False or 'auto', got {reuse!r}")
     if state.batch <= 0:
         state.batch = int(batch0 or max(16 * n, 1 << 14))
-    max_samples = int(max_samples or 64 * n * (0.4 / tol) ** 2)
+    # (with reuse the verdict needs appended rows: room for one more doubling)
+    max_samples = int(max_samples or (2 if reuse else 1) * 64 * n * (0.4 / tol) ** 2)
     t0 = time.perf_counter()
     state.stop_reason = ""
     if multiscale is None:  # default: only in low dimension (see multiscale_heights); d >= 4 unchanged
@@ -465,21 +535,57 @@ def solve_newton(
     # low-dimensional runs start at kappa = 4; d >= 4 keeps 1.
     kappa = float(state.extra.get("kappa", torch.tensor(1.0 if pot.dim > LOW_DIM else 4.0)))
 
+    # reuse: the rows of each half-sample that earlier evaluations used (the rest are fresh);
+    # the cache lives in this call only: a resumed run recomputes once, with the same answers
+    fitted = [int(v) for v in state.extra.get("fitted_rows", torch.zeros(2, dtype=torch.int64)).reshape(-1).tolist()]
+    if len(fitted) != 2 or not 0 <= fitted[0] <= state.batch // 2 or not 0 <= fitted[1] <= state.batch - state.batch // 2:
+        fitted = [0, 0]  # a damaged record: count every row as fresh (the honest side)
+    cache = AssignmentCache(pot) if reuse and not getattr(pot, "shards_targets", False) else None
+    # reuse: the sampled Hessian (pairs, weights, ε) is kept while it predicts the steps well
+    hess = _load_hessian(state.extra, pot.device)
+    if hess is not None and hess[0].numel() and int(hess[0].max()) >= n:
+        hess = None
+    ratio = float(state.extra.get("ratio", torch.tensor(1.0)))
+
     def keep(h_next: torch.Tensor) -> None:
         # the state to continue from: the heights to evaluate next and what the damping needs
         state.heights = h_next
         state.extra.update(_save_prev(prev), tau=_scalar(tau), kappa=_scalar(kappa))
+        if reuse:
+            state.extra["fitted_rows"] = torch.tensor(fitted, dtype=torch.int64)
+            state.extra["ratio"] = _scalar(ratio)
+            if hess is not None:
+                state.extra.update(hess_pairs=hess[0], hess_weights=hess[1], hess_eps=_scalar(hess[2]))
         _sync(state, pot, evals0, elapsed0, t0)
         if on_state is not None:
             on_state(state)
 
     while state.iteration < max_iter:
         pot.set_heights(h)
-        stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + state.iteration, quasi=quasi,
-                            pairs=True, eps_quantile=eps_quantile, hessian_samples=hessian_samples)
+        if cache is not None:
+            cache.set_heights(h)
+        # With reuse the Hessian (the top-k pass, ~3x an argmax) is re-estimated only when the
+        # batch grew, or when the last step's measured response was off the model's by > 1.5x:
+        # it is Newton's preconditioner, so a kept one changes the path, never the fixed point.
+        fresh_hessian = not reuse or hess is None or state.batch > sum(fitted) or not 2 / 3 <= ratio <= 1.5
+        stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + (0 if reuse else state.iteration),
+                            quasi=quasi, pairs=fresh_hessian, eps_quantile=eps_quantile, hessian_samples=hessian_samples,
+                            cache=cache, fitted_rows=tuple(fitted) if reuse else None)
+        if reuse and fresh_hessian:
+            hess = (stats.pairs, stats.pair_weights, stats.eps)
+        elif reuse:
+            stats.pairs, stats.pair_weights, stats.eps = hess
         g = stats.counts.double() / stats.n_samples - nu
         _sync(state, pot, evals0, elapsed0, t0)
         rec = _record(state, stats, nu, step=tau, kappa=kappa)
+        if reuse:
+            rec["hessian"] = "new" if fresh_hessian else "kept"
+        if cache is not None:
+            rec["reused_share"] = cache.hits / max(cache.hits + cache.misses, 1)
+            cache.hits = cache.misses = 0
+        fresh_share = sum(stats.fresh_sizes) / max(stats.n_samples, 1) if reuse else 1.0
+        if reuse:
+            fitted = [stats.n_samples // 2, stats.n_samples - stats.n_samples // 2]
         state.iteration += 1
         state.heights = h
         _advance(state, rec, h, callback)
@@ -495,9 +601,11 @@ def solve_newton(
             # (tau g_prev). The noise of g_prev enters both g_prev and the change, which biases
             # the ratio up by tau |noise|² / |pred|²: remove that. The ratio estimates
             # H_true / (kappa H_est), so kappa is multiplied by it (damped, clamped).
+            # (With reuse only the appended rows carry new noise: the rest is shared, and cancels.)
             pred = tau * (prev[1] - prev[1].mean())
-            num = float(torch.dot(prev[1] - g, pred)) - tau * prev[4]
+            num = float(torch.dot(prev[1] - g, pred)) - tau * prev[4] * fresh_share
             ratio = num / max(float(torch.dot(pred, pred)), 1e-300)
+            rec["ratio"] = ratio
             kappa = min(max(kappa * min(max(ratio, 0.5), 2.0) ** 0.5, 0.25), 8.0)
         if prev is not None and tv > prev[0] + 2 * floor and tau > 1 / 32:
             # The step overshot: retry it halved from where it started (damped Newton).
@@ -509,8 +617,11 @@ def solve_newton(
         trust = 1.0 if prev is None else min(1.0, 2 * tau)
         # Grow the sample once the measured mismatch is mostly noise, or stops shrinking:
         # more steps at this size would only re-shuffle the noise.
-        stalled = prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor
-        if tv <= 2.5 * floor or stalled:
+        # (an evaluation with appended rows is not a stall: its new rows were never fitted)
+        stalled = prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor and fresh_share == 0.0
+        # With reuse the sample is fixed, so its mismatch can fall below its noise: grow once the
+        # fit to it is well inside the noise (appended rows then test heights close to its optimum).
+        if tv <= (0.5 if reuse else 2.5) * floor or stalled:
             if state.batch * growth > max_samples:
                 state.stop_reason = "max_samples"
                 break
@@ -518,7 +629,8 @@ def solve_newton(
         delta = _laplacian_solve(stats, g, n, neighbours=neighbours) / kappa
         # Only the signal share of the measured mismatch is worth a full step; the rest is
         # sampling noise that a full step would write into h (tv^2 ~ signal^2 + floor^2).
-        tau = trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
+        # (With reuse the noise is that of a fixed sample whose solution is the target: full steps.)
+        tau = trust if reuse else trust * min(1.0, max(0.25, 1.0 - (floor / max(tv, 1e-300)) ** 2))
         prev = (tv, g, h.clone(), delta, stats.noise_sq)
         h = h - tau * delta
         keep(h)
@@ -531,6 +643,19 @@ def solve_newton(
 
 
 _PREV_KEYS = ("prev_tv", "prev_g", "prev_h", "prev_delta", "prev_noise")
+
+
+def _load_hessian(extra: dict[str, torch.Tensor], device) -> tuple | None:
+    """The kept sampled Hessian (pairs (E, 2), weights (E,), ε) of a resumed reuse fit, if any."""
+    if not all(k in extra for k in ("hess_pairs", "hess_weights", "hess_eps")):
+        return None
+    pairs, w, eps = extra["hess_pairs"], extra["hess_weights"], extra["hess_eps"]
+    # a malformed one (a damaged checkpoint) is re-estimated, never trusted: it only steers steps
+    if (pairs.ndim != 2 or pairs.shape[1:] != (2,) or w.shape != (pairs.shape[0],) or pairs.dtype != torch.int64
+            or not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or eps.numel() != 1
+            or not math.isfinite(float(eps)) or float(eps) <= 0 or (pairs.numel() and int(pairs.min()) < 0)):
+        return None
+    return pairs.to(device), w.to(device, torch.float64), float(eps)
 
 
 def _save_prev(prev) -> dict[str, torch.Tensor]:

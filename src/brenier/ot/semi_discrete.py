@@ -391,8 +391,14 @@ class SemiDiscreteOT:
 
         with _progress(progress and self._comm.is_main, method) as bar:  # one progress line, not one per rank
             def cb(rec, h):
-                bar(f"it {rec['iteration']} TV {rec['tv_debiased']:.4f}/{tol:g} floor {rec['noise_floor']:.4f} "
-                    f"M={rec['samples']:.1e}", rec["tv_debiased"], tol)
+                # the TV shown is the honest one where the fit reuses its sample (its fresh rows)
+                if "fresh_samples" in rec and "tv_fresh" not in rec:  # a step on its own sample: no check
+                    bar(f"it {rec['iteration']} fit to sample {rec['tv_estimate']:.4f} M={rec['samples']:.1e}",
+                        None, tol)
+                else:
+                    tv = rec.get("tv_fresh_debiased", rec["tv_debiased"])
+                    floor = rec.get("noise_floor_fresh", rec["noise_floor"])
+                    bar(f"it {rec['iteration']} TV {tv:.4f}/{tol:g} floor {floor:.4f} M={rec['samples']:.1e}", tv, tol)
                 if callback is not None:
                     callback({**rec, "heights": self._to_caller(h)})
 
@@ -412,7 +418,8 @@ class SemiDiscreteOT:
         dist_.check_identical(self._comm, heights.cpu(), "heights")  # the ranks took the same steps
         self._set_heights(heights)
         last = state.history[-1] if state.history else {}
-        self.tv_error_ = float(state.best_tv if not state.converged else last.get("tv_debiased", math.nan))
+        honest = montecarlo._honest_tv(last) if last else None
+        self.tv_error_ = float(state.best_tv if not state.converged or honest is None else honest)
         self.max_rel_error_ = float(last.get("max_rel_estimate", math.nan))
         self.n_iter_ = state.iteration
         self.n_evaluations_ = int(state.evaluations)
