@@ -36,6 +36,13 @@ which power cell each of M source samples falls in.
     magnitude, and the cluster's cells trade emptiness for hundreds of steps
     (``benchmarks/newton_floor.py``).
 
+Sample reuse (``solve_newton(reuse=...)``, on from ``REUSE_MIN_TARGETS`` targets): one nested
+sample for the whole fit, the steps at one batch size being Newton steps on that fixed sample
+(their cells certified across steps by ``reuse.AssignmentCache`` where the height change allows,
+so most late passes skip the N targets); the Hessian kept until the batch grows or it mispredicts
+a step by more than 1.5x; convergence judged only on the rows appended by the last growth, which
+no step has seen (their own split-half noise floor). Measured in README "Benchmarks".
+
 Monte Carlo noise floor: with M samples, a cell of mass nu is counted with standard deviation
 sqrt(nu (1 − nu) / M); summed over N cells the total-variation estimate of a *perfect* solution is
 about sqrt(2/π) · ½ Σ_i sqrt(nu_i / M) = 0.40 · sqrt(N / M) for uniform weights. No estimate from
@@ -507,7 +514,12 @@ def solve_newton(
     elif not isinstance(reuse, bool):
         raise ValueError(f"reuse: expected True, False or 'auto', got {reuse!r}")
     if state.batch <= 0:
-        state.batch = int(batch0 or max(16 * n, 1 << 14))
+        # With reuse a batch is fitted, not just measured, before it grows, so the far-off first
+        # steps run on a quarter of the sample (4 N): they need direction, not precision.
+        state.batch = int(batch0 or max((4 if reuse else 16) * n, 1 << 14))
+    if reuse and hessian_samples is None:
+        # the Hessian is re-estimated only on growth or a bad prediction: 16 N samples of top-k
+        hessian_samples = max(16 * n, 1 << 20)
     # (with reuse the verdict needs appended rows: room for one more doubling)
     max_samples = int(max_samples or (2 if reuse else 1) * 64 * n * (0.4 / tol) ** 2)
     t0 = time.perf_counter()
@@ -573,6 +585,7 @@ def solve_newton(
                             cache=cache, fitted_rows=tuple(fitted) if reuse else None)
         if reuse and fresh_hessian:
             hess = (stats.pairs, stats.pair_weights, stats.eps)
+            ratio = 1.0  # the last ratio judged the old Hessian; the next step judges this one
         elif reuse:
             stats.pairs, stats.pair_weights, stats.eps = hess
         g = stats.counts.double() / stats.n_samples - nu
