@@ -121,3 +121,26 @@ def test_cli_compare(tmp_path):
     assert json.loads((out / "compare.json").read_text())["data"] == "moons"
     bad = CliRunner().invoke(app, ["compare", "--data", "ring8", "--models", "vae", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown model" in bad.output
+
+
+def test_mixture_origins_finds_blends_at_the_singular_set():
+    """ot-ignore blends across the singular set: its off-support samples start next to it (the
+    seed's claim), far more often than the band's share of the source (10 %)."""
+    import warnings
+
+    from brenier.baselines import make_baseline
+    from brenier.compare import NEAR_SINGULAR_SHARE, mixture_origins
+    from brenier.datasets import toy
+
+    data = toy("ring8", 600, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = make_baseline("ot-ignore", seed=0).fit(data.points)
+        z, x = model.sample_with_sources(2000, seed=1)
+    off = data.component(z) < 0
+    assert off.sum() >= 5
+    out = mixture_origins(model.ot_, x, off, seed=0)
+    assert out["near_singular"] == pytest.approx(NEAR_SINGULAR_SHARE, abs=0.04)
+    assert out["mixed_near_singular"] > 0.8
+    none = mixture_origins(model.ot_, x, np.zeros(len(x), bool), seed=0)
+    assert np.isnan(none["mixed_near_singular"])

@@ -35,10 +35,13 @@ import numpy as np
 
 from ._io import atomic_write, write_json
 
-__all__ = ["compare", "DEFAULT_MODELS", "summarise", "markdown_table", "verdict", "render_markdown", "TOY_COLUMNS",
+__all__ = ["compare", "DEFAULT_MODELS", "mixture_origins", "summarise", "markdown_table", "verdict", "render_markdown", "TOY_COLUMNS",
            "IMAGE_COLUMNS"]
 
 DEFAULT_MODELS = ("ot", "ot-ignore", "ddpm", "gmm", "gaussian")
+#: ``compare("mnist")``'s default: the seven models of the full-scale comparison (docs/compare.md),
+#: with the diffusion model trained to convergence (``ddpm.converged_settings``)
+MNIST_MODELS = ("ot", "ot-ignore", "ddpm", "fm", "sdfm", "gmm", "gaussian")
 
 #: (metric key, column header, format, "lower" | "higher" | "" is better)
 TOY_COLUMNS = [
@@ -62,9 +65,14 @@ IMAGE_COLUMNS = [
     ("coverage", "coverage ↑", ".3f", "higher"),
     ("memorisation", "memorisation", ".3f", ""),
     ("novelty", "novelty (codes) ↑", ".3f", "higher"),
+    ("mixed_near_singular", "mixed from near S", ".2f", ""),
     ("fit_time_s", "fit s", ".1f", ""),
     ("sample_time_s", "sample s", ".1f", ""),
 ]
+
+#: the band around the singular set in ``mixture_origins``: the distance below which this share
+#: of the source measure lies (so a generator whose mixtures came from anywhere scores ~this)
+NEAR_SINGULAR_SHARE = 0.10
 
 #: settings of the diffusion baseline used by ``compare`` (see docs/compare.md). Tuned on ring8,
 #: seed 0: width 128, 3000 steps gave 5.3 % off-support samples, 8000 steps 1.2 % (the loss is
@@ -150,7 +158,7 @@ def _make(name: str, seed: int, device: str, progress: bool, params: dict[str, A
     from .baselines import make_baseline
 
     kw: dict[str, Any] = {"seed": seed}
-    if name in ("ddpm", "ddim", "ot", "ot-ignore"):
+    if name in ("ddpm", "ddim", "ot", "ot-ignore", "fm", "sdfm"):
         kw.update(device=device, progress=progress)
     kw.update(params.get(name, {}))
     return make_baseline(name, **kw)
@@ -181,10 +189,37 @@ def _fit_sample(model, codes: np.ndarray, n: int, seed: int, fitted: bool = Fals
         if not fitted:
             model.fit(codes)
         t1 = time.perf_counter()
-        s = model.sample(n, seed=seed)
+        if hasattr(model, "sample_with_sources"):  # the same samples, and where each one started
+            s, src = model.sample_with_sources(n, seed=seed)
+        else:
+            s, src = model.sample(n, seed=seed), None
         t2 = time.perf_counter()
     fit_time = float(getattr(model, "fit_time_", t1 - t0)) if fitted else t1 - t0
-    return s, {"fit_time_s": fit_time, "sample_time_s": t2 - t1}
+    return s, {"fit_time_s": fit_time, "sample_time_s": t2 - t1, "sources": src}
+
+
+def mixture_origins(ot, sources: np.ndarray, mixed: np.ndarray, *, seed: int = 0,
+                    share: float = NEAR_SINGULAR_SHARE) -> dict[str, float]:
+    """Where a generator's mode mixtures come from, seen from the OT map ``ot``'s singular set S.
+
+    sources (M, d): the source points (in ``ot``'s source frame) the samples started from;
+    mixed (M,) bool: which samples the classifier calls mixed. δ is the distance to S below
+    which ``share`` of the source measure lies (from 20,000 source points drawn with ``seed``).
+    Returns ``mixed_near_singular``, the share of the mixed samples that started within δ of S
+    (NaN when none is mixed), ``near_singular`` the same share among all samples, and δ. A
+    generator that blends where the map tears (``ot-ignore``, ``sdfm``, the seed's claim) scores
+    far above ``share``; one whose mixtures have another origin scores about ``share``."""
+    import torch
+
+    from .singular import boundary_distance
+
+    mixed = np.asarray(mixed, dtype=bool)
+    S = ot.singular_set_ if getattr(ot, "singular_set_", None) is not None else ot.singular_set()
+    ref = ot.source_.sample(20_000, seed=seed, quasi=False, device="cpu", dtype=torch.float64)
+    delta = float(np.quantile(boundary_distance(ot, ref, S), share))
+    near = boundary_distance(ot, sources, S) <= delta
+    return {"mixed_near_singular": float(near[mixed].mean()) if mixed.any() else float("nan"),
+            "near_singular": float(near.mean()), "near_singular_delta": delta}
 
 
 def _bar(progress: bool, total: int):
@@ -238,6 +273,7 @@ def _compare_toy(data, models, seeds, n_train, n_heldout, n_samples, device, pro
                 reused = model is not None
                 model = model if reused else _make(name, s, device, False, params)
                 samples, times = _fit_sample(model, train.points, n_samples, s, fitted=reused)
+                times.pop("sources")
                 trained[name] = model
                 row = {"model": name, "seed": s, **toy_metrics(samples, train, train.points, held.points, seed=s), **times}
                 runs.append(row)
@@ -291,7 +327,14 @@ def _compare_images(data, models, seeds, n_samples, device, progress, params, ae
     X, y = load(data) if images is None else images
     if y is None:
         raise ValueError(f"data: {data!r} has no labels; image metrics need a labelled data set")
-    tr, ho = _stratified_split(y, len(X), 0.2, 0)
+    if data == "mnist" and images is None:
+        # MNIST has its own held-out set: all 60,000 training images train, the 10,000 test
+        # images (never seen by the autoencoder, the codes or the judge) are the reference
+        Xte, yte = load("mnist-test")
+        X, y = np.concatenate([X, Xte]), np.concatenate([y, yte])
+        tr, ho = np.arange(len(X) - len(Xte)), np.arange(len(X) - len(Xte), len(X))
+    else:
+        tr, ho = _stratified_split(y, len(X), 0.2, 0)
     Xtr, Xho = X[tr], X[ho]
     ftr, fho = Xtr.reshape(len(Xtr), -1).astype(np.float64), Xho.reshape(len(Xho), -1).astype(np.float64)
     clf = FeatureClassifier(seed=0).fit(ftr, y[tr])
@@ -313,7 +356,9 @@ def _compare_images(data, models, seeds, n_samples, device, progress, params, ae
             for name in models:
                 step(f"{name} seed {s}")
                 p = dict(params)
-                if name in ("ot", "ot-ignore"):  # the AEOT's own map: fitted once, on these codes
+                if name in ("ot", "ot-ignore", "sdfm", "fm"):
+                    # the AEOT's own map (fitted once, on these codes): ot/ot-ignore sample it, sdfm
+                    # learns its coupling, fm shares its source frame (so both are measured against S)
                     p[name] = {**p.get(name, {}), "ot": aeot.ot_}
                 model = _reuse_fit(name, s, trained, params)
                 reused = model is not None
@@ -323,8 +368,13 @@ def _compare_images(data, models, seeds, n_samples, device, progress, params, ae
                 if name in ("ot", "ot-ignore"):
                     times["fit_time_s"] = float(getattr(aeot.ot_, "fit_time_", times["fit_time_s"]))
                 imgs = _decode(aeot, z)
-                m = image_metrics(imgs.reshape(len(imgs), -1), clf, ftr, fho, y[tr])
+                flat = imgs.reshape(len(imgs), -1)
+                m = image_metrics(flat, clf, ftr, fho, y[tr])
                 m["novelty"] = novelty(z, codes)
+                src = times.pop("sources")
+                if src is not None:
+                    mixed = clf.predict_proba(flat).max(axis=1) < 0.5  # mode_mixture_rate's rule
+                    m.update(mixture_origins(aeot.ot_, src, mixed, seed=s))
                 runs.append({"model": name, "seed": s, **m, **times})
                 info = model.info()
                 info["aeot_fit_time_s"] = round(aeot_time, 2)
@@ -433,7 +483,7 @@ def _loss_plot(losses: dict[str, dict[int, list]], path: Path, title: str) -> Pa
 def compare(
     data: str,
     *,
-    models: Sequence[str] | str = DEFAULT_MODELS,
+    models: Sequence[str] | str | None = None,
     seeds: Sequence[int] = (0, 1, 2),
     out: str | Path | None = None,
     n_train: int = 2000,
@@ -451,6 +501,8 @@ def compare(
     data : a toy name (``brenier.datasets.TOY_NAMES``: 2-D, exact ground truth) or an image data
         set for ``brenier.datasets.load`` (``"digits"``).
     n_train, n_heldout : toy data only: training and held-out points per seed.
+    models : registry names (default ``DEFAULT_MODELS``; for ``"mnist"`` ``MNIST_MODELS``, with the
+        diffusion model trained to convergence unless ``params["ddpm"]`` says otherwise).
     n_samples : generated samples per (model, seed) (images: decoded images).
     params : per-model constructor overrides, e.g. ``{"ddpm": {"steps": 2000}}``; defaults for the
         diffusion model: ``DDPM_TOY`` / ``DDPM_IMAGES``.
@@ -468,7 +520,8 @@ def compare(
 
     if not isinstance(data, str) or not data:
         raise ValueError(f"data: expected a data set name, got {data!r}")
-    models = _check_models(models)
+    full_mnist = data == "mnist" and models is None
+    models = _check_models(MNIST_MODELS if full_mnist else DEFAULT_MODELS if models is None else models)
     seeds = _check_seeds(seeds)
     n_train, n_heldout, n_samples = (_check_count(n_train, "n_train", 10), _check_count(n_heldout, "n_heldout", 10),
                                      _check_count(n_samples, "n_samples", 10))
@@ -477,6 +530,11 @@ def compare(
     kind = "toy" if data in TOY_NAMES else "images"
     params = {k: dict(v) for k, v in (params or {}).items()}
     for ddpm in ("ddpm", "ddim"):
+        if full_mnist and not params.get(ddpm):  # the strongest fair baseline, not the quick one
+            from .baselines.ddpm import converged_settings
+
+            params[ddpm] = converged_settings(60_000, int((aeot_params or {}).get("latent_dim", 16)))
+            continue
         params[ddpm] = {**(DDPM_TOY if kind == "toy" else DDPM_IMAGES), **params.get(ddpm, {})}
     outp = Path(out) if out is not None else None
     if outp is not None:

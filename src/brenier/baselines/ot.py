@@ -85,6 +85,20 @@ class OTBaseline(Baseline):
         z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
         return z.astype(np.float64) * self.scale_ + self.shift_
 
+    def sample_with_sources(self, n: int, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(codes (n, d) float64 as ``sample(n, seed)``, x (n, d) float64): the samples and the
+        source points they came from, in the map's source frame (for ``mixture_origins``)."""
+        from ..sampling import sample as extension_sample
+
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n: expected a positive integer, got {n!r}")
+        seed = self.seed if seed is None else seed
+        z, x, _ = extension_sample(self.ot_, int(n), seed=seed, boundary=self.boundary, return_source=True)
+        z = z.detach().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z)
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        return z.astype(np.float64) * self.scale_ + self.shift_, x.astype(np.float64)
+
     def with_boundary(self, boundary: str) -> "OTBaseline":
         """A copy sharing this fitted map (and its frame) that samples with another ``boundary``
         rule: ``ot`` and ``ot-ignore`` from one OT fit."""

@@ -14,13 +14,14 @@ from ._common import DeviceKind, FitWarnings, allow_unconverged_option, app, com
 
 @command(app, "compare")
 def compare_command(
-    data: str = typer.Option("ring8", "--data", "-d", help="A 2-D toy set (ring8, grid25, moons, ...) or an image set (digits)."),
-    models: str = typer.Option("ot,ot-ignore,ddpm,gmm,gaussian", "--models", "-m", help="Comma-separated models (also: ddim)."),
+    data: str = typer.Option("ring8", "--data", "-d", help="A 2-D toy set (ring8, grid25, moons, ...) or an image set (digits, mnist)."),
+    models: str = typer.Option("", "--models", "-m", help="Comma-separated models (also: ddim, fm, sdfm). Default: ot,ot-ignore,ddpm,gmm,gaussian; on mnist all seven of the full comparison (ddpm trained to convergence, fm, sdfm).", show_default=False),
     out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Output directory: compare.json, compare.md, PNGs."),
     seeds: int = typer.Option(3, "--seeds", min=1, help="Number of seeds (0, 1, ..., SEEDS-1)."),
     n_samples: int = typer.Option(2000, "--n-samples", min=10, help="Generated samples per model and seed (images: 1000 is plenty)."),
     n_train: int = typer.Option(2000, "--n-train", min=10, help="2-D toy data: training points per seed."),
     ddpm_steps: Optional[int] = typer.Option(None, "--ddpm-steps", min=1, help="Training steps of the diffusion model (default 5000 on 2-D data, 4000 on images).", show_default=False),
+    ddpm_converge: bool = typer.Option(False, "--ddpm-converge", help="Train the diffusion model until its held-out loss is flat (ddpm.converged_settings; the default on mnist)."),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where torch computes (auto: CUDA if available)."),
     threads: int = typer.Option(1, "--threads", min=0, help="torch CPU threads (0: torch's default). The networks are small: on a busy machine a second thread mostly spins."),
     allow_unconverged: bool = allow_unconverged_option(),
@@ -31,9 +32,13 @@ def compare_command(
     set_threads(threads)
     out = prepare_out(out)
     params = {m: {"steps": ddpm_steps} for m in ("ddpm", "ddim")} if ddpm_steps else None
+    if ddpm_converge:
+        from ..baselines.ddpm import converged_settings
+
+        params = {m: converged_settings(60_000, 16) for m in ("ddpm", "ddim")}
     fits = FitWarnings()
     with fits.watch():
-        res = user_errors(lambda: compare(data, models=models, seeds=list(range(seeds)), out=out, n_train=n_train,
+        res = user_errors(lambda: compare(data, models=models or None, seeds=list(range(seeds)), out=out, n_train=n_train,
                                           n_samples=n_samples, device=device.value, progress=True, params=params))
     # the main columns, mean over seeds (compare.md has them all, with ± std)
     keys = ("off_support", "modes_hit", "mode_kl", "novelty", "energy") if res["kind"] == "toy" else \
