@@ -16,7 +16,7 @@ on a sampled source (only where its cost matrix fits ``--pot-bytes``).
                                                           # the bar (adam capped at 2x newton)
     python benchmarks/ot_solver.py                    # the full grid (hours on a 2-core CPU)
     python benchmarks/ot_solver.py --data mnist --sizes 60000 --dims 16 --methods newton,newton-fresh \
-        --tol 0.03 --solver-tol 0.028 --reference-cap 1500 --check-samples 1e7 --out benchmarks/results/ot_solver_mnist60k.json
+        --tol 0.03 --solver-tol 0.028 --reference-cap 900 --check-samples 1e7 --out benchmarks/results/ot_solver_mnist60k.json
                                                           # all 60,000 MNIST codes (benchmarks/mnist_codes.py);
                                                           # newton-fresh: the solver without sample reuse, capped
 
@@ -119,6 +119,9 @@ def run_ours(method, y, source, tol, device, seed, opts, trace: bool):
     if method.endswith("-fresh"):  # Newton without sample reuse: a fresh sample every iteration
         method = method[: -len("-fresh")]
         opts = {**(opts or {}), "reuse": False}
+    if method.endswith("-reuse"):  # Newton with the nested, reused sample (opt-in)
+        method = method[: -len("-reuse")]
+        opts = {**(opts or {}), "reuse": True}
 
     def keep(rec):
         # one line per iteration: a long fit is visible while it runs
