@@ -233,13 +233,7 @@ class DDPMBaseline(Baseline):
         self.std_ = codes.std(axis=0) + 1e-8
         x = torch.as_tensor((codes - self.mean_) / self.std_, dtype=torch.float32, device=dev)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = Denoiser(codes.shape[1], self.hidden, self.depth).to(dev)
-        ema = Denoiser(codes.shape[1], self.hidden, self.depth).to(dev)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        net, ema, opt = self._networks(codes.shape[1], dev)
         warm = max(1, self.steps // 50)
 
         def lr_at(step: int) -> float:
@@ -283,6 +277,16 @@ class DDPMBaseline(Baseline):
         self.loss_change_ = (self.final_loss_ - prev) / prev if prev == prev and prev > 0 else float("nan")
         self.steps_run_, self.stop_reason_ = self.steps, "steps"
 
+    def _networks(self, dim: int, dev) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+        """The seeded denoiser, its EMA copy (frozen) and the optimiser, on ``dev``."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            net = Denoiser(dim, self.hidden, self.depth).to(dev)
+        ema = Denoiser(dim, self.hidden, self.depth).to(dev)
+        ema.load_state_dict(net.state_dict())
+        ema.requires_grad_(False)
+        return net, ema, torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
     def _fit_converge(self, codes: np.ndarray) -> None:
         """Train until the held-out denoising loss is flat (see the module docstring)."""
         dev = resolve_device(self.device)
@@ -300,13 +304,7 @@ class DDPMBaseline(Baseline):
         tv, ev = fixed_draws(n_val, codes.shape[1], self.val_draws, self.timesteps, seed=self.seed)
         tv, ev = tv.to(dev), ev.to(dev)
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = Denoiser(codes.shape[1], self.hidden, self.depth).to(dev)
-        ema = Denoiser(codes.shape[1], self.hidden, self.depth).to(dev)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
-        opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        net, ema, opt = self._networks(codes.shape[1], dev)
         warm = max(1, min(self.max_steps // 50, 1000))
         ab = self.schedule_.alpha_bars.to(dev, torch.float32)
         lr = self.lr
