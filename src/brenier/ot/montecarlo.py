@@ -627,12 +627,8 @@ def solve_newton(
         trust = 1.0 if prev is None else min(1.0, 2 * tau)
         # Grow the sample once the measured mismatch is mostly noise, or stops shrinking:
         # more steps at this size would only re-shuffle the noise.
-        # (an evaluation with appended rows is not a stall: its new rows were never fitted.)
-        # NOTE: written as `fresh_share == 0.0`, this also switched the stall rule off for fresh
-        # samples (fresh_share is 1 there) -- a slip of this change, but every number measured
-        # since (benchmarks/results/ot_solver_mnist20k.json, _mnist60k.json, the demo, CI) ran
-        # with it, so it is stated here as it is; restoring the rule needs those runs again.
-        stalled = reuse and prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor and fresh_share == 0.0
+        # (with reuse, an evaluation with appended rows is not a stall: its new rows were never fitted)
+        stalled = prev is not None and tv > 0.7 * prev[0] and tv < 6 * floor and (not reuse or fresh_share == 0.0)
         # With reuse the sample is fixed, so its mismatch can fall below its noise: grow once the
         # fit to it is well inside the noise (appended rows then test heights close to its optimum).
         if tv <= (0.5 if reuse else 2.5) * floor or stalled:
