@@ -502,7 +502,7 @@ def solve_newton(
     to its own sample cannot pass for convergence. ``reuse=False``: a fresh sample every
     iteration and every row recomputed: the default, because it was measured faster. On 20,000
     MNIST codes (d = 16, TV 0.028, benchmarks/ot_solver.py, JSON ot_solver_mnist20k.json) reuse
-    took 491 s and fresh samples 235 s: the early steps on a fixed small sample overshoot more,
+    took 491 s and fresh samples 233 s (ot_solver_mnist20k_fresh.json): the early steps on a fixed small sample overshoot more,
     and judging convergence on appended rows only needs a final batch twice as large (512 N
     against 256 N). Certification itself works late in the fit (80-84 % of the rows kept
     their cell without a pass in the last steps).
