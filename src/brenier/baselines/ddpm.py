@@ -247,21 +247,7 @@ class DDPMBaseline(Baseline):
         t0 = time.perf_counter()
         with _Bar(self.progress, f"ddpm train (seed {self.seed})", self.steps) as bar:
             for step in range(self.steps):
-                idx = torch.randint(0, len(x), (self.batch_size,), generator=gen).to(dev)
-                t = torch.randint(0, self.timesteps, (self.batch_size,), generator=gen).to(dev)
-                eps = torch.randn(self.batch_size, x.shape[1], generator=gen).to(dev)
-                a = ab[t][:, None]
-                xt = a.sqrt() * x[idx] + (1.0 - a).sqrt() * eps
-                loss = torch.mean((net(xt, t) - eps) ** 2)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                decay = min(self.ema, (1.0 + step) / (10.0 + step))  # EMA warm-up
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), net.parameters()):
-                        pe.lerp_(p, 1.0 - decay)
+                loss = self._train_step(net, ema, opt, x, ab, gen, dev, step, lr_at(step))
                 window.append(loss.item())
                 if len(window) == self.log_every or step == self.steps - 1:
                     curve.append((step + 1, float(np.mean(window))))
@@ -286,6 +272,26 @@ class DDPMBaseline(Baseline):
         ema.load_state_dict(net.state_dict())
         ema.requires_grad_(False)
         return net, ema, torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def _train_step(self, net, ema, opt, x, ab, gen, dev, step: int, lr: float) -> torch.Tensor:
+        """One denoising step at learning rate ``lr`` on a minibatch of x (draws from ``gen``),
+        then the EMA update (warm-up decay); returns the minibatch loss."""
+        idx = torch.randint(0, len(x), (self.batch_size,), generator=gen).to(dev)
+        t = torch.randint(0, self.timesteps, (self.batch_size,), generator=gen).to(dev)
+        eps = torch.randn(self.batch_size, x.shape[1], generator=gen).to(dev)
+        a = ab[t][:, None]
+        xt = a.sqrt() * x[idx] + (1.0 - a).sqrt() * eps
+        loss = torch.mean((net(xt, t) - eps) ** 2)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        decay = min(self.ema, (1.0 + step) / (10.0 + step))  # EMA warm-up
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), net.parameters()):
+                pe.lerp_(p, 1.0 - decay)
+        return loss
 
     def _fit_converge(self, codes: np.ndarray) -> None:
         """Train until the held-out denoising loss is flat (see the module docstring)."""
@@ -316,21 +322,7 @@ class DDPMBaseline(Baseline):
         t0 = time.perf_counter()
         with _Bar(self.progress, f"ddpm train to convergence (seed {self.seed})", self.max_steps) as bar:
             while step < self.max_steps:
-                idx = torch.randint(0, len(x), (self.batch_size,), generator=gen).to(dev)
-                t = torch.randint(0, self.timesteps, (self.batch_size,), generator=gen).to(dev)
-                eps = torch.randn(self.batch_size, x.shape[1], generator=gen).to(dev)
-                a = ab[t][:, None]
-                xt = a.sqrt() * x[idx] + (1.0 - a).sqrt() * eps
-                loss = torch.mean((net(xt, t) - eps) ** 2)
-                for g in opt.param_groups:
-                    g["lr"] = lr * min(1.0, (step + 1) / warm)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                decay = min(self.ema, (1.0 + step) / (10.0 + step))
-                with torch.no_grad():
-                    for pe, p in zip(ema.parameters(), net.parameters()):
-                        pe.lerp_(p, 1.0 - decay)
+                loss = self._train_step(net, ema, opt, x, ab, gen, dev, step, lr * min(1.0, (step + 1) / warm))
                 step += 1
                 window.append(loss.item())
                 since.append(window[-1])
