@@ -76,6 +76,55 @@ def test_save_load_round_trip(model, tmp_path):
         AEOT.load(tmp_path / "nothing")
 
 
+def test_the_singular_set_is_saved_with_the_run(model, tmp_path, monkeypatch):
+    import json
+
+    from brenier import CorruptRunError
+    from brenier.ot import SemiDiscreteOT
+    from safetensors.torch import load_file, save_file
+
+    run = model.save(tmp_path / "run")
+    assert (run / "singular.safetensors").is_file()
+    # loading reads it back: no recomputation (minutes at 60,000 codes)
+    monkeypatch.setattr(SemiDiscreteOT, "singular_set", lambda *a, **k: pytest.fail("recomputed on load"))
+    m2 = AEOT.load(run, device="cpu")
+    a, b = model.singular_set_, m2.singular_set_
+    for k in ("adjacency", "angles", "detour", "singular", "modes", "facets"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert (a.criterion, a.threshold, a.exact, a.n_modes) == (b.criterion, b.threshold, b.exact, b.n_modes)
+    assert m2.ot_.singular_set_ is b
+    np.testing.assert_array_equal(m2.sample(20, seed=1), model.sample(20, seed=1))
+    # a consistent tamper (manifest re-signed): flags that disagree with the detours are refused
+    t = load_file(str(run / "singular.safetensors"))
+    t["singular"] = 1 - t["singular"]
+    save_file(t, str(run / "singular.safetensors"))
+    _resign(run)
+    with pytest.raises(CorruptRunError, match="singular.safetensors: the singular flags disagree"):
+        AEOT.load(run, device="cpu")
+    t["singular"] = 1 - t["singular"]
+    t["adjacency"] = t["adjacency"].flip(1)  # pairs i > j
+    save_file(t, str(run / "singular.safetensors"))
+    _resign(run)
+    with pytest.raises(CorruptRunError, match="pairs i < j"):
+        AEOT.load(run, device="cpu")
+    meta = json.loads((run / "aeot.json").read_text())
+    meta["singular_set"]["threshold"] = 0.5  # not a detour ratio
+    (run / "aeot.json").write_text(json.dumps(meta))
+    _resign(run)
+    with pytest.raises(CorruptRunError, match="invalid criterion"):
+        AEOT.load(run, device="cpu")
+    # a run saved before the singular set was saved (no key): recomputed, as before
+    monkeypatch.undo()
+    del meta["singular_set"]
+    (run / "aeot.json").write_text(json.dumps(meta))
+    (run / "singular.safetensors").unlink()
+    files = [f for f in json.loads((run / "manifest.json").read_text())["files"] if f != "singular.safetensors"]
+    from brenier._io import write_manifest
+
+    write_manifest(run, files, "AEOT")
+    assert AEOT.load(run, device="cpu").singular_set_.n_modes == a.n_modes
+
+
 def test_bad_input(model, data):
     X, _ = data
     with pytest.raises(ValueError, match="X"):

@@ -79,6 +79,15 @@ def _positive_number(v: Any, name: str) -> float:
     return float(v)
 
 
+#: ``AEOT(ot_tol="auto")``: the default tolerance is 0.02 up to this many codes, 0.03 above
+AUTO_TOL_CODES = 20_000
+
+
+def auto_ot_tol(n_codes: int) -> float:
+    """The OT tolerance ``ot_tol="auto"`` picks for ``n_codes`` codes: 0.02, or 0.03 above 20,000."""
+    return 0.02 if n_codes <= AUTO_TOL_CODES else 0.03
+
+
 class AEOT:
     """Autoencoder + semi-discrete OT generative model for images (n, C, H, W) with values in [0, 1].
 
@@ -99,8 +108,10 @@ class AEOT:
         Autoencoder training (Adam on per-pixel binary cross-entropy, early stopping on a held-out
         ``val_fraction`` of the images after ``patience`` epochs without improvement, at most
         ``epochs`` epochs or ``max_train_time`` seconds).
-    ot_tol : float
-        Total-variation tolerance of the OT solver (default 0.02: ½ Σ|μ(W_i) − ν_i| ≤ 2 %).
+    ot_tol : float or "auto"
+        Total-variation tolerance of the OT solver, ½ Σ|μ(W_i) − ν_i|. ``"auto"`` (default): 0.02
+        for at most 20,000 codes, 0.03 above (the Monte Carlo fit costs about N / tol² samples:
+        on all 60,000 MNIST codes 0.02 would cost 2.25× the 0.03 fit). Resolved in ``ot_tol_``.
     ot_max_iter : int, optional
         Iteration cap of the Newton solver.
     ae_options : dict, optional
@@ -135,7 +146,7 @@ class AEOT:
         patience: int = 20,
         val_fraction: float = 0.1,
         max_train_time: float | None = None,
-        ot_tol: float = 0.02,
+        ot_tol: float | str = "auto",
         ot_max_iter: int | None = None,
         ae_options: dict[str, Any] | None = None,
         max_codes: int | None = None,
@@ -175,7 +186,8 @@ class AEOT:
         _positive_number(self.lr, "lr")
         if isinstance(self.val_fraction, bool) or not (isinstance(self.val_fraction, (int, float)) and 0 < self.val_fraction < 1):
             raise ValueError(f"val_fraction: expected a number in (0, 1), got {self.val_fraction!r}")
-        _positive_number(self.ot_tol, "ot_tol")
+        if not (isinstance(self.ot_tol, str) and self.ot_tol == "auto"):
+            _positive_number(self.ot_tol, "ot_tol")
         if self.ot_max_iter is not None:
             _positive_int(self.ot_max_iter, "ot_max_iter")
         if self.max_codes is not None and _positive_int(self.max_codes, "max_codes") < 2:
@@ -245,7 +257,8 @@ class AEOT:
         timings["encode_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        self.ot_ = SemiDiscreteOT(self._make_source(), method="newton", tol=float(self.ot_tol), device=self.device_,
+        self.ot_tol_ = auto_ot_tol(len(self.codes_)) if isinstance(self.ot_tol, str) else float(self.ot_tol)
+        self.ot_ = SemiDiscreteOT(self._make_source(), method="newton", tol=self.ot_tol_, device=self.device_,
                                   seed=int(self.seed), max_iter=self.ot_max_iter)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta")
@@ -388,6 +401,19 @@ class AEOT:
         state = {k: v.detach().cpu().contiguous() for k, v in self.autoencoder_.state_dict().items()}
         atomic_write(path / "autoencoder.safetensors", lambda tmp: save_file(state, tmp))
         self.ot_.save(path / "ot")
+        # the singular set is saved with the run: recomputing it on every load costs minutes at
+        # 60,000 codes (graph detours), and `report`, `sample` and `compare --model` all load
+        ss = getattr(self, "singular_set_", None)
+        files = ["aeot.json", "autoencoder.safetensors"]
+        if ss is not None:
+            arrays = {"adjacency": np.asarray(ss.adjacency, dtype=np.int64).reshape(-1, 2),
+                      "angles": np.asarray(ss.angles, dtype=np.float64), "detour": np.asarray(ss.detour, dtype=np.float64),
+                      "singular": np.asarray(ss.singular, dtype=np.uint8), "modes": np.asarray(ss.modes, dtype=np.int64)}
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
+            atomic_write(path / SINGULAR_FILE, lambda tmp: save_file(tensors, tmp))
+            files.append(SINGULAR_FILE)
+        else:
+            (path / SINGULAR_FILE).unlink(missing_ok=True)
         meta = {
             "format": FORMAT,
             "params": self.get_params(),
@@ -401,18 +427,21 @@ class AEOT:
             "val_index": np.asarray(self.val_index_).tolist(),
             "code_index": np.asarray(self.code_index_).tolist(),
             "like_torch": bool(self._like_torch),
+            "singular_set": None if ss is None else {"criterion": ss.criterion, "threshold": float(ss.threshold),
+                                                     "exact": bool(ss.exact)},
         }
         write_json(path / "aeot.json", meta)
         # every file of the OT model too (its own manifest included), whatever names it uses;
         # temporaries of an interrupted atomic write (".name.XXXX.tmp") are not part of the run
         ot_files = sorted(p.relative_to(path).as_posix() for p in (path / "ot").rglob("*")
                           if p.is_file() and not p.name.startswith("."))
-        write_manifest(path, ["aeot.json", "autoencoder.safetensors", *ot_files], MANIFEST_KIND)
+        write_manifest(path, [*files, *ot_files], MANIFEST_KIND)
         return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> "AEOT":
-        """Read a run written by ``save`` (no refit); the singular set is recomputed if available.
+        """Read a run written by ``save`` (no refit). The singular set saved with the run is read
+        back and checked against the OT map (a run saved before it was saved is recomputed).
 
         The manifest is verified first (every file present, unchanged), then every field of
         ``aeot.json`` and every weight is validated against the others. Raises
@@ -463,7 +492,13 @@ class AEOT:
         if len(obj.code_index_) != len(obj.codes_):
             raise CorruptRunError(f"{jpath}: 'code_index' has {len(obj.code_index_)} entries for {len(obj.codes_)} codes")
         obj._like_torch = meta["like_torch"]
-        obj.singular_set_ = obj.ot_.singular_set() if hasattr(obj.ot_, "singular_set") else None
+        if "singular_set" not in meta:  # a run saved before the singular set was saved with it
+            obj.singular_set_ = obj.ot_.singular_set() if hasattr(obj.ot_, "singular_set") else None
+        elif meta["singular_set"] is None:
+            obj.singular_set_ = None
+        else:
+            obj.singular_set_ = _read_singular(path / SINGULAR_FILE, meta["singular_set"], obj.ot_, jpath)
+            obj.ot_.singular_set_ = obj.singular_set_
         return obj
 
     def _validate_params_loaded(self) -> None:
@@ -482,6 +517,8 @@ class AEOT:
 
 # ------------------------------------------------------------------ validation of a saved run
 MANIFEST_KIND = "AEOT"
+#: the run's singular set (adjacency, angles, detour, singular, modes), beside aeot.json
+SINGULAR_FILE = "singular.safetensors"
 _META_TYPES: dict[str, type | tuple[type, ...]] = {
     "params": dict, "autoencoder": dict, "image_shape": list, "center": list, "scale": (int, float),
     "train_history": list, "train_info": dict, "timings": dict, "val_index": list, "code_index": list, "like_torch": bool,
@@ -597,6 +634,43 @@ def _autoencoder(cfg: dict, shape: tuple[int, int, int], d: int, jpath: Path, wp
         if isinstance(exc, CorruptRunError):
             raise
         raise CorruptRunError(f"{jpath}: autoencoder settings cannot build a network ({exc})") from None
+
+
+def _read_singular(fpath: Path, spec: Any, ot, jpath: Path):
+    """The saved ``SingularSet`` of a run, every array checked against the others and the OT map."""
+    from .singular import CRITERIA, SingularSet
+
+    if not isinstance(spec, dict) or set(spec) != {"criterion", "threshold", "exact"}:
+        raise CorruptRunError(f"{jpath}: 'singular_set' must be null or an object with criterion, threshold, exact")
+    crit, t, exact = spec["criterion"], spec["threshold"], spec["exact"]
+    if crit not in CRITERIA or not isinstance(exact, bool) or isinstance(t, bool) or not isinstance(t, (int, float)) \
+            or not math.isfinite(t) or not (t > 1.0 if crit == "detour" else 0.0 < t < math.pi):
+        raise CorruptRunError(f"{jpath}: 'singular_set' holds an invalid criterion / threshold / exact: {spec!r}")
+    try:
+        a = load_file(str(fpath))
+    except FileNotFoundError:
+        raise CorruptRunError(f"{fpath}: missing (aeot.json says the run has a singular set)") from None
+    except Exception as exc:  # safetensors' SafetensorError on a malformed header or a short file
+        raise CorruptRunError(f"{fpath}: not a readable safetensors file ({exc})") from None
+    want = {"adjacency": torch.int64, "angles": torch.float64, "detour": torch.float64, "singular": torch.uint8, "modes": torch.int64}
+    if set(a) != set(want) or any(a[k].dtype != dt for k, dt in want.items()):
+        raise CorruptRunError(f"{fpath}: expected the tensors {sorted(want)} with dtypes int64 / float64 / uint8")
+    y = ot._unique_targets.numpy().astype(np.float64)
+    n = len(y)
+    adj, ang, det, sing, modes = (a[k].numpy() for k in ("adjacency", "angles", "detour", "singular", "modes"))
+    e = len(adj)
+    if adj.ndim != 2 or adj.shape[1] != 2 or any(v.shape != (e,) for v in (ang, det, sing)) or modes.shape != (n,):
+        raise CorruptRunError(f"{fpath}: shapes do not fit: adjacency {adj.shape}, angles {ang.shape}, detour {det.shape}, "
+                              f"singular {sing.shape}, modes {modes.shape} for {n} targets")
+    if e and (adj.min() < 0 or adj.max() >= n or not (adj[:, 0] < adj[:, 1]).all()):
+        raise CorruptRunError(f"{fpath}: adjacency must hold pairs i < j of target indices in [0, {n})")
+    if n and (modes.min() < 0 or modes.max() >= n) or not np.isfinite(ang).all() or np.isnan(det).any() or sing.max(initial=0) > 1:
+        raise CorruptRunError(f"{fpath}: modes out of range, angles not finite, detours NaN or singular not 0/1")
+    sing = sing.astype(bool)
+    if not np.array_equal(sing, (det if crit == "detour" else ang) > t):
+        raise CorruptRunError(f"{fpath}: the singular flags disagree with the saved {crit}s and threshold {t:g}")
+    return SingularSet(adjacency=adj, angles=ang, detour=det, singular=sing, modes=modes, targets=y,
+                       criterion=crit, threshold=float(t), exact=exact)
 
 
 def _weights(wpath: Path, ae) -> dict[str, torch.Tensor]:
