@@ -5,6 +5,9 @@
     brenier compare --data moons  --out benchmarks/results/compare/moons
     brenier compare --data digits --models ot,ot-ignore,ddpm,ddim,gmm,gaussian --n-samples 1000 \\
         --out benchmarks/results/compare/digits
+    python benchmarks/fit_mnist.py --out runs/mnist                     # all 60,000 MNIST codes, ~40 min
+    python benchmarks/compare.py --run mnist --aeot runs/mnist          # seven models x 3 seeds on its codes
+                                                                        # -> benchmarks/results/compare_mnist.json
     python benchmarks/compare.py                    # prints the tables, writes summary.json
 
 Options: --root DIR (default benchmarks/results/compare), --run NAME[,NAME] to run `compare`
@@ -23,7 +26,46 @@ import json
 from pathlib import Path
 
 from brenier._io import write_json
-from brenier.compare import IMAGE_COLUMNS, TOY_COLUMNS, compare, markdown_table, render_markdown, verdict
+from brenier.compare import IMAGE_COLUMNS, TOY_COLUMNS, compare, markdown_table, render_markdown, summarise, verdict
+
+
+def merge(root: Path, name: str, parts: list[str]) -> dict:
+    """One comparison from several runs of the same data and models on different seeds (the
+    held-out reference row is the same in each: it is kept once). Writes ROOT/NAME/compare.json,
+    compare.md and the first part's figures."""
+    import shutil
+
+    rs = [json.loads((root / p / "compare.json").read_text()) for p in parts]
+    first = rs[0]
+    for p, r in zip(parts, rs):
+        if (r["data"], r["models"], r["n_samples"], r["kind"]) != (first["data"], first["models"], first["n_samples"], first["kind"]):
+            raise SystemExit(f"--merge: {p} is not the same comparison as {parts[0]} (data, models, samples)")
+    seeds = [s for r in rs for s in r["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--merge: seeds {seeds} repeat across the parts")
+    runs = [row for i, r in enumerate(rs) for row in r["runs"] if i == 0 or not row["model"].startswith("real")]
+    settings: dict = {}
+    for r in rs:
+        for m, infos in r["settings"].items():
+            settings.setdefault(m, []).extend(infos)
+    summary = summarise(runs)
+    cols = TOY_COLUMNS if first["kind"] == "toy" else IMAGE_COLUMNS
+    order = [m for m in summary if m.startswith("real")] + first["models"]
+    out = root / name
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for key, f in first["files"].items():  # the first part's figures and sample arrays (its seed is the first)
+        src = root / parts[0] / Path(f).name
+        if key not in ("json", "md") and src.is_file():
+            shutil.copy2(src, out / src.name)
+            files[key] = str(out / src.name)
+    merged = {**first, "seeds": seeds, "runs": runs, "summary": summary, "settings": settings,
+              "table": markdown_table(summary, cols, order), "time_s": round(sum(r["time_s"] for r in rs), 1),
+              "parts": {p: r["seeds"] for p, r in zip(parts, rs)},
+              "files": {**files, "json": str(out / "compare.json"), "md": str(out / "compare.md")}}
+    write_json(out / "compare.json", merged)
+    render_markdown(out)
+    return merged
 
 
 def main() -> None:
@@ -34,15 +76,34 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..SEEDS-1 for --run")
     ap.add_argument("--ddpm", default="", help="diffusion settings for --run, e.g. steps=20000,hidden=256,depth=4,lr=1e-3")
     ap.add_argument("--suffix", default="", help="--run writes ROOT/NAME+SUFFIX")
+    ap.add_argument("--aeot", type=Path, default=None,
+                    help="image sets: a run of `brenier fit --data NAME --out RUN` whose autoencoder, codes and OT map "
+                         "every seed reuses (the full MNIST comparison: fit once, ~40 min, then compare)")
+    ap.add_argument("--n-samples", type=int, default=2000, help="generated samples per model and seed")
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds for --run (instead of 0..SEEDS-1)")
+    ap.add_argument("--merge", default="", help="NAME=PART,PART,...: join the runs of ROOT/PART/compare.json (the same "
+                    "data and models, different seeds: e.g. one process per seed) into ROOT/NAME")
     args = ap.parse_args()
     ddpm = {}
     for kv in filter(None, args.ddpm.split(",")):
         k, v = kv.split("=", 1)
         ddpm[k] = float(v) if any(c in v for c in ".e") else int(v)
     kw = {"models": args.models} if args.models else {}
+    aeot = None
+    if args.aeot is not None:
+        from brenier.pipeline import AEOT
+
+        aeot = AEOT.load(args.aeot)
     for name in filter(None, args.run.split(",")):
-        compare(name, out=args.root / (name + args.suffix), seeds=list(range(args.seeds)),
-                params={"ddpm": ddpm, "ddim": ddpm} if ddpm else None, **kw)
+        seeds = [int(v) for v in args.seed_list.split(",")] if args.seed_list else list(range(args.seeds))
+        r = compare(name, out=args.root / (name + args.suffix), seeds=seeds, n_samples=args.n_samples,
+                    params={"ddpm": ddpm, "ddim": ddpm} if ddpm else None, aeot=aeot, **kw)
+        if r["kind"] == "images":  # the small JSON the README's numbers trace to (figures stay in ROOT/NAME)
+            write_json(args.root.parent / f"compare_{name}{args.suffix}.json", {k: v for k, v in r.items() if k != "files"})
+    if args.merge:
+        name, parts = args.merge.split("=", 1)
+        r = merge(args.root, name, parts.split(","))
+        write_json(args.root.parent / f"compare_{name}.json", {k: v for k, v in r.items() if k != "files"})
     out = {}
     for f in sorted(args.root.glob("*/compare.json")):
         r = json.loads(f.read_text())

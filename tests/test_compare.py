@@ -144,3 +144,22 @@ def test_mixture_origins_finds_blends_at_the_singular_set():
     assert out["mixed_near_singular"] > 0.8
     none = mixture_origins(model.ot_, x, np.zeros(len(x), bool), seed=0)
     assert np.isnan(none["mixed_near_singular"])
+
+
+def test_cli_compare_reuses_a_fitted_run(tmp_path):
+    run, out = tmp_path / "run", tmp_path / "cmp"
+    fit = CliRunner().invoke(app, ["fit", "--data", "digits", "--out", str(run), "--limit", "120", "--epochs", "3", "-d", "3",
+                                   "--ot-tol", "0.1", "--device", "cpu"])
+    assert fit.exit_code == 0, fit.output
+    res = CliRunner().invoke(app, ["compare", "--data", "digits", "--models", "ot,gaussian", "--seeds", "1", "--n-samples", "50",
+                                   "--model", str(run), "--out", str(out), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "compare.json").read_text())
+    assert r["aeot"].startswith("given") and set(r["models"]) == {"ot", "gaussian"}
+    assert "first 120 images" in res.output
+    # the wrong data set, a toy set, a folder without a run: refused before any work, exit 2
+    for args, msg in ((["--data", "mnist", "--model", str(run)], "not on 'mnist'"),
+                      (["--data", "ring8", "--model", str(run)], "only for image sets"),
+                      (["--data", "digits", "--model", str(tmp_path)], "no run.json")):
+        bad = CliRunner().invoke(app, ["compare", *args, "--models", "gaussian", "--out", str(out)])
+        assert bad.exit_code == 2 and msg in bad.output, bad.output

@@ -110,6 +110,11 @@ def test_mode_mixture_and_confident_share():
     assert M.confident_share(p, threshold=0.5) == pytest.approx(0.75)
     with pytest.raises(ValueError, match="probs"):
         M.mode_mixture_rate(np.array([[0.3, 0.3]]))
+    # the report's per-rule scores carry the same two numbers
+    from brenier.evaluate import classifier_scores
+
+    sc = classifier_scores(p)
+    assert sc["mode_mixture"] == pytest.approx(0.25) and sc["confident_share"] == pytest.approx(0.25)
 
 
 def test_class_histogram_kl():

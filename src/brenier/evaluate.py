@@ -69,7 +69,8 @@ def classify(clf, images: Any) -> np.ndarray:
 def classifier_scores(probs: Any, *, threshold: float = 0.9, classes: Any = None) -> dict[str, Any]:
     """Scores of M generated images from class probabilities ``probs`` (M, C).
 
-    Returns confident_share (share with max probability ≥ threshold), class_shares (C,) (share of
+    Returns confident_share (share with max probability ≥ threshold), mode_mixture (share with max
+    probability < 0.5: blends, ``metrics.mode_mixture_rate``), class_shares (C,) (share of
     each predicted class), min_class_share, max_class_share, mean_confidence, and passes_bar (the
     digits bar: confident_share ≥ 0.9 and every class share in [0.05, 0.15]).
     """
@@ -85,6 +86,7 @@ def classifier_scores(probs: Any, *, threshold: float = 0.9, classes: Any = None
         "n": int(len(p)),
         "threshold": float(threshold),
         "confident_share": confident,
+        "mode_mixture": float(np.mean(conf < 0.5)),
         "mean_confidence": float(conf.mean()),
         "class_shares": {str(c): float(s) for c, s in zip(range(p.shape[1]) if classes is None else classes, shares)},
         "min_class_share": float(shares.min()),

@@ -23,6 +23,7 @@ def compare_command(
     ddpm_steps: Optional[int] = typer.Option(None, "--ddpm-steps", min=1, help="Training steps of the diffusion model (default 5000 on 2-D data, 4000 on images).", show_default=False),
     ddpm_converge: bool = typer.Option(False, "--ddpm-converge", help="Train the diffusion model until its held-out loss is flat (ddpm.converged_settings; the default on mnist)."),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="Where torch computes (auto: CUDA if available)."),
+    run: Optional[Path] = typer.Option(None, "--model", metavar="RUN", help="Image sets: a run of `brenier fit --data DATA` whose autoencoder, codes and OT map every seed reuses (no autoencoder or OT fit per seed; the baselines still train per seed).", show_default=False),
     threads: int = typer.Option(1, "--threads", min=0, help="torch CPU threads (0: torch's default). The networks are small: on a busy machine a second thread mostly spins."),
     allow_unconverged: bool = allow_unconverged_option(),
 ) -> None:
@@ -36,10 +37,11 @@ def compare_command(
         from ..baselines.ddpm import converged_settings
 
         params = {m: converged_settings(60_000, 16) for m in ("ddpm", "ddim")}
+    aeot = _load_run(run, data, device.value) if run is not None else None
     fits = FitWarnings()
     with fits.watch():
         res = user_errors(lambda: compare(data, models=models or None, seeds=list(range(seeds)), out=out, n_train=n_train,
-                                          n_samples=n_samples, device=device.value, progress=True, params=params))
+                                          n_samples=n_samples, device=device.value, progress=True, params=params, aeot=aeot))
     # the main columns, mean over seeds (compare.md has them all, with ± std)
     keys = ("off_support", "modes_hit", "mode_kl", "novelty", "energy") if res["kind"] == "toy" else \
         ("mode_mixture", "confident", "class_kl", "frechet", "coverage", "novelty")
@@ -54,3 +56,30 @@ def compare_command(
     con.print(t)
     con.print(f"wrote {', '.join(Path(p).name for p in res['files'].values())} to {out}  ({res['time_s']:.0f} s)")
     fits.finish(allow_unconverged)
+
+
+def _load_run(run: Path, data: str, device: str):
+    """The fitted AEOT of ``run`` (checked: a saved run of ``brenier fit`` on ``data``)."""
+    import json
+
+    from ..datasets import TOY_NAMES
+    from ..pipeline import AEOT
+    from ._common import fail
+    from .fit import RUN_FILE
+
+    if data in TOY_NAMES:
+        fail(f"--model: only for image sets; {data!r} is a 2-D toy set (its models are fitted per seed)")
+    info_path = Path(run) / RUN_FILE
+    try:
+        info = json.loads(info_path.read_text())
+    except FileNotFoundError:
+        fail(f"--model {run}: no {RUN_FILE} there; expected a run written by `brenier fit --out {run}`")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        fail(f"--model {run}: {RUN_FILE} is not valid JSON ({exc})")
+    if not isinstance(info, dict) or info.get("data") != data:
+        fail(f"--model {run}: fitted on {info.get('data') if isinstance(info, dict) else '?'!r}, not on {data!r}: "
+             f"its codes and decoder belong to other images")
+    if info.get("limit") is not None:
+        console().print(Text(f"note: {run} was fitted on the first {info['limit']} images only", style="yellow"))
+    with console().status(f"loading {run} (the singular set is recomputed) ..."):
+        return user_errors(lambda: AEOT.load(run, device=device))
