@@ -658,7 +658,7 @@ def _read_singular(fpath: Path, spec: Any, ot, jpath: Path):
     y = ot._unique_targets.numpy().astype(np.float64)
     n = len(y)
     adj, ang, det, sing, modes = (a[k].numpy() for k in ("adjacency", "angles", "detour", "singular", "modes"))
-    e = len(adj)
+    e = adj.shape[0] if adj.ndim else -1  # a 0-d tensor has no length: refused just below
     if adj.ndim != 2 or adj.shape[1] != 2 or any(v.shape != (e,) for v in (ang, det, sing)) or modes.shape != (n,):
         raise CorruptRunError(f"{fpath}: shapes do not fit: adjacency {adj.shape}, angles {ang.shape}, detour {det.shape}, "
                               f"singular {sing.shape}, modes {modes.shape} for {n} targets")

@@ -81,5 +81,5 @@ def _load_run(run: Path, data: str, device: str):
              f"its codes and decoder belong to other images")
     if info.get("limit") is not None:
         console().print(Text(f"note: {run} was fitted on the first {info['limit']} images only", style="yellow"))
-    with console().status(f"loading {run} (the singular set is recomputed) ..."):
+    with console().status(f"loading {run} ..."):
         return user_errors(lambda: AEOT.load(run, device=device))
