@@ -97,6 +97,18 @@ class Denoiser(nn.Module):
 
 
 # ------------------------------------------------------------------ the preset for codes
+def seeded_with_ema(dim: int, hidden: int, depth: int, seed: int, dev) -> tuple[nn.Module, nn.Module]:
+    """A ``Denoiser`` initialised from ``seed`` (the global RNG left untouched) and its frozen EMA
+    copy, both on ``dev`` (the denoiser of ``DDPMBaseline``, the velocity net of the flows)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = Denoiser(dim, hidden, depth).to(dev)
+    ema = Denoiser(dim, hidden, depth).to(dev)
+    ema.load_state_dict(net.state_dict())
+    ema.requires_grad_(False)
+    return net, ema
+
+
 def converged_settings(n: int, d: int) -> dict[str, Any]:
     """``DDPMBaseline`` keyword arguments for a denoiser trained to convergence on n codes of
     dimension d (the quick-run defaults stay in ``brenier.compare``): convergence mode, a width
@@ -265,12 +277,7 @@ class DDPMBaseline(Baseline):
 
     def _networks(self, dim: int, dev) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
         """The seeded denoiser, its EMA copy (frozen) and the optimiser, on ``dev``."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = Denoiser(dim, self.hidden, self.depth).to(dev)
-        ema = Denoiser(dim, self.hidden, self.depth).to(dev)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
+        net, ema = seeded_with_ema(dim, self.hidden, self.depth, self.seed, dev)
         return net, ema, torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
     def _train_step(self, net, ema, opt, x, ab, gen, dev, step: int, lr: float) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch
 
 from .._array import resolve_device
 from .base import Baseline, _check_seed
-from .ddpm import Denoiser, _Bar
+from .ddpm import _Bar, seeded_with_ema
 
 #: t is fed to the time embedding as TIME_SCALE · t (ddpm's embedding expects steps in [0, 1000))
 TIME_SCALE = 1000.0
@@ -207,12 +207,7 @@ class FlowMatching(Baseline):
     def _train(self, dev: torch.device) -> None:
         d = self._train_codes.shape[1]
         gen = torch.Generator(device="cpu").manual_seed(_seed_of(self.seed, 4))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            net = Denoiser(d, self.hidden, self.depth).to(dev)
-        ema = Denoiser(d, self.hidden, self.depth).to(dev)
-        ema.load_state_dict(net.state_dict())
-        ema.requires_grad_(False)
+        net, ema = seeded_with_ema(d, self.hidden, self.depth, self.seed, dev)
         opt = torch.optim.Adam(net.parameters(), lr=float(self.lr))
         val = None if self._val is None else tuple(v.to(dev) for v in self._val)
         history: list[list] = []
