@@ -163,3 +163,13 @@ def test_cli_compare_reuses_a_fitted_run(tmp_path):
                       (["--data", "digits", "--model", str(tmp_path)], "no run.json")):
         bad = CliRunner().invoke(app, ["compare", *args, "--models", "gaussian", "--out", str(out)])
         assert bad.exit_code == 2 and msg in bad.output, bad.output
+
+
+def test_mixture_origins_has_no_answer_without_a_singular_set():
+    from types import SimpleNamespace
+
+    from brenier.compare import mixture_origins
+
+    ot = SimpleNamespace(singular_set_=SimpleNamespace(n_facets=0))
+    out = mixture_origins(ot, np.zeros((4, 2)), np.array([True, False, True, False]))
+    assert all(np.isnan(v) for v in out.values()), out  # not "0 % near S"

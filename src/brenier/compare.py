@@ -206,7 +206,8 @@ def mixture_origins(ot, sources: np.ndarray, mixed: np.ndarray, *, seed: int = 0
     mixed (M,) bool: which samples the classifier calls mixed. δ is the distance to S below
     which ``share`` of the source measure lies (from 20,000 source points drawn with ``seed``).
     Returns ``mixed_near_singular``, the share of the mixed samples that started within δ of S
-    (NaN when none is mixed), ``near_singular`` the same share among all samples, and δ. A
+    (NaN when none is mixed), ``near_singular`` the same share among all samples, and δ (all NaN
+    when S has no facet: then the question has no answer). A
     generator that blends where the map tears (``ot-ignore``, ``sdfm``, the seed's claim) scores
     far above ``share``; one whose mixtures have another origin scores about ``share``."""
     import torch
@@ -215,6 +216,8 @@ def mixture_origins(ot, sources: np.ndarray, mixed: np.ndarray, *, seed: int = 0
 
     mixed = np.asarray(mixed, dtype=bool)
     S = ot.singular_set_ if getattr(ot, "singular_set_", None) is not None else ot.singular_set()
+    if S.n_facets == 0:  # no S to be near: every distance is inf, and "0 % near S" would be a false answer
+        return {"mixed_near_singular": float("nan"), "near_singular": float("nan"), "near_singular_delta": float("nan")}
     ref = ot.source_.sample(20_000, seed=seed, quasi=False, device="cpu", dtype=torch.float64)
     delta = float(np.quantile(boundary_distance(ot, ref, S), share))
     near = boundary_distance(ot, sources, S) <= delta
