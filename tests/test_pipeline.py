@@ -89,7 +89,7 @@ def test_the_singular_set_is_saved_with_the_run(model, tmp_path, monkeypatch):
     monkeypatch.setattr(SemiDiscreteOT, "singular_set", lambda *a, **k: pytest.fail("recomputed on load"))
     m2 = AEOT.load(run, device="cpu")
     a, b = model.singular_set_, m2.singular_set_
-    for k in ("adjacency", "angles", "detour", "singular", "modes", "facets"):
+    for k in ("adjacency", "angles", "detour", "singular", "modes", "facets", "searched"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert (a.criterion, a.threshold, a.exact, a.n_modes) == (b.criterion, b.threshold, b.exact, b.n_modes)
     assert m2.ot_.singular_set_ is b
@@ -102,6 +102,17 @@ def test_the_singular_set_is_saved_with_the_run(model, tmp_path, monkeypatch):
     with pytest.raises(CorruptRunError, match="singular.safetensors: the singular flags disagree"):
         AEOT.load(run, device="cpu")
     t["singular"] = 1 - t["singular"]
+    good = t["searched"].clone()
+    t["searched"][0] = float("nan")  # how far each detour is exact: a ratio >= 1, never NaN
+    save_file(t, str(run / "singular.safetensors"))
+    _resign(run)
+    with pytest.raises(CorruptRunError, match="'searched' must hold"):
+        AEOT.load(run, device="cpu")
+    del t["searched"]  # a set saved before 2026-12 has none: read as exact to KAPPA_MAX
+    save_file(t, str(run / "singular.safetensors"))
+    _resign(run)
+    assert AEOT.load(run, device="cpu").singular_set_.searched is None
+    t["searched"] = good
     t["adjacency"] = t["adjacency"].flip(1)  # pairs i > j
     save_file(t, str(run / "singular.safetensors"))
     _resign(run)

@@ -345,6 +345,40 @@ def test_approximate_detours_agree_with_exact(seed):
     assert adjusted_rand_score(me, ma) == 1.0
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_auto_kappa_from_partial_detours_is_the_exact_tests(seed):
+    # auto kappa needs exact mode counts over its whole grid; with detours known only up to 2.5
+    # it searches just the pairs that bridge two components, and must land where the fully exact
+    # detours land, with the same labels and modes, after searching fewer pairs than all of them
+    from brenier import singular as sg
+    from brenier.singular_classes import rethreshold
+
+    y, adj = _hairpin(1200, 4, seed)
+    g = sg.hop_graph(y)
+    exact = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="exact")
+    ke = sg.auto_kappa(y, adj, exact)
+    det, searched, ka = sg._detours_at(y, adj, g, "auto", sg.DEFAULT_KAPPA, "approx", seed)
+    assert ka == ke
+    np.testing.assert_array_equal(det > ka, exact > ke)
+    known = det <= searched                          # the invariant: exact up to searched ...
+    np.testing.assert_allclose(det[known], exact[known], rtol=1e-12)
+    assert np.all(exact[~known] > searched[~known] * (1 - 1e-12)) and np.all(det >= exact * (1 - 1e-12))
+    left = np.isfinite(exact) & (exact > sg.KAPPA_LOCAL)
+    assert left.sum() > 10 and np.sum(searched[left] >= sg.KAPPA_MAX) < left.sum()   # ... and fewer searches
+    # rethreshold searches what another kappa needs, on copies
+    S = sg.SingularSet(adjacency=adj, angles=sg.facet_angles(y, adj), detour=det, singular=det > ka,
+                       modes=sg._attach_isolated(y, adj, sg._components(len(y), adj[det <= ka])), targets=y,
+                       threshold=ka, searched=searched, _graph=g)
+    before = (det.copy(), searched.copy())
+    for kappa in (3.0, 6.0):
+        R = rethreshold(S, kappa)
+        np.testing.assert_array_equal(R.singular, exact > kappa)
+        me = sg._attach_isolated(y, adj, sg._components(len(y), adj[exact <= kappa]))
+        np.testing.assert_array_equal(R.modes, me)
+    np.testing.assert_array_equal(S.detour, before[0])
+    np.testing.assert_array_equal(S.searched, before[1])
+
+
 def test_landmark_bounds_bracket_the_distance():
     from scipy.sparse.csgraph import dijkstra
 

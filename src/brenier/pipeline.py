@@ -409,6 +409,8 @@ class AEOT:
             arrays = {"adjacency": np.asarray(ss.adjacency, dtype=np.int64).reshape(-1, 2),
                       "angles": np.asarray(ss.angles, dtype=np.float64), "detour": np.asarray(ss.detour, dtype=np.float64),
                       "singular": np.asarray(ss.singular, dtype=np.uint8), "modes": np.asarray(ss.modes, dtype=np.int64)}
+            if ss.searched is not None:
+                arrays["searched"] = np.asarray(ss.searched, dtype=np.float64)
             tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
             atomic_write(path / SINGULAR_FILE, lambda tmp: save_file(tensors, tmp))
             files.append(SINGULAR_FILE)
@@ -653,6 +655,8 @@ def _read_singular(fpath: Path, spec: Any, ot, jpath: Path):
     except Exception as exc:  # safetensors' SafetensorError on a malformed header or a short file
         raise CorruptRunError(f"{fpath}: not a readable safetensors file ({exc})") from None
     want = {"adjacency": torch.int64, "angles": torch.float64, "detour": torch.float64, "singular": torch.uint8, "modes": torch.int64}
+    if "searched" in a:  # how far each detour is exact (since 2026-12; absent: exact to KAPPA_MAX)
+        want["searched"] = torch.float64
     if set(a) != set(want) or any(a[k].dtype != dt for k, dt in want.items()):
         raise CorruptRunError(f"{fpath}: expected the tensors {sorted(want)} with dtypes int64 / float64 / uint8")
     y = ot._unique_targets.numpy().astype(np.float64)
@@ -669,8 +673,11 @@ def _read_singular(fpath: Path, spec: Any, ot, jpath: Path):
     sing = sing.astype(bool)
     if not np.array_equal(sing, (det if crit == "detour" else ang) > t):
         raise CorruptRunError(f"{fpath}: the singular flags disagree with the saved {crit}s and threshold {t:g}")
+    searched = a["searched"].numpy() if "searched" in a else None
+    if searched is not None and (searched.shape != (e,) or np.isnan(searched).any() or (searched < 1.0).any()):
+        raise CorruptRunError(f"{fpath}: 'searched' must hold one ratio >= 1 per adjacency pair, got shape {searched.shape}")
     return SingularSet(adjacency=adj, angles=ang, detour=det, singular=sing, modes=modes, targets=y,
-                       criterion=crit, threshold=float(t), exact=exact)
+                       criterion=crit, threshold=float(t), exact=exact, searched=searched)
 
 
 def _weights(wpath: Path, ae) -> dict[str, torch.Tensor]:

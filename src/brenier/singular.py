@@ -61,11 +61,11 @@ cover of the pairs. ``method="exact"`` searches to kappa_max = 8 times the pair'
 in d = 16 is nearly the whole graph: (sources) x N work, N^2. ``method="approx"`` (the default
 above 20,000 targets) searches to 2.5 times the pair's length (exact for every pair whose detour
 is at most 2.5) and bounds the rest by landmarks (the length of a real path, so never below the
-exact ratio). With a given threshold the pairs not known exactly up to it are then searched to
-it (``refine_detours``): the labels are the exact test's. With threshold="auto" (which compares
-mode counts over the whole kappa grid, and landmark bounds are too loose in 16-D for that) the
-pairs the local search left are searched to 8: the result is the exact test's, the saving the
-pairs settled within 2.5. See
+exact ratio). Pairs are then searched further only where a label needs it (``_detours_at``):
+with a given threshold, the pairs whose bound lies above it; with threshold="auto", the pairs
+that would join two components at some kappa of ``auto_kappa``'s grid (only those can change a
+mode count), then those still unknown at the chosen kappa. The labels and the modes are the
+exact test's; a detour is exact where it is at most ``SingularSet.searched``. See
 ``detour_ratios`` and ``docs/singular_set.md`` (agreement with the exact test on N = 10,000
 subsets, cost at N = 60,000 MNIST codes).
 The k-NN graph comes from a KD-tree (``scipy.spatial.cKDTree``); nothing builds an N x N array.
@@ -107,6 +107,9 @@ class SingularSet:
     angles : (E,) float64 angle (radians) between the normals (y_i, -1), (y_j, -1) of the two
         supporting planes of u_h.
     detour : (E,) float64 kNN-graph path length from y_i to y_j over |y_i - y_j| (inf when no path).
+        Exact where it is at most ``searched``; above it an upper bound (see ``refine_detours``).
+    searched : (E,) float64 or None, the ratio up to which each detour was searched (inf: known
+        without a search); None: exact up to ``KAPPA_MAX`` (a set saved before 2026-12).
     singular : (E,) bool, which adjacency pairs are singular.
     facets : (K, 2) int64, the singular pairs (``adjacency[singular]``).
     modes : (N,) int64 label of each target: connected components of the regular-facet graph,
@@ -124,6 +127,7 @@ class SingularSet:
     criterion: str = "detour"
     threshold: float = DEFAULT_KAPPA
     exact: bool = False
+    searched: np.ndarray | None = field(default=None, repr=False)
     _graph: object = field(default=None, repr=False)
     # the singular pair keys, built on the first ``separates`` (reflect_walk and crossings ask it
     # once per segment); init=False, so that dataclasses.replace starts a fresh cache
@@ -581,14 +585,27 @@ def detour_ratios(y: np.ndarray, adjacency: np.ndarray, kappa_max: float = 8.0, 
 
 
 def refine_detours(y: np.ndarray, adjacency: np.ndarray, detour: np.ndarray, searched: np.ndarray,
-                   kappa: float, graph) -> int:
+                   kappa: float, graph, *, labels_only: bool = False, mask: np.ndarray | None = None) -> int:
     """Make ``detour`` (E,) exact up to ``kappa``, in place: every pair not yet known exactly that
     far (``searched`` (E,) < kappa, from ``detour_ratios(..., return_searched=True)``, and its
     ratio not already found inside that radius) is searched with the radius kappa times its
     length. Afterwards every ratio at most kappa is the exact one, and a ratio above kappa means
     the exact one is too: the regular/singular labels at kappa, and at any threshold below it,
-    are the exact test's. Updates ``searched``; returns the number of pairs searched."""
-    need = np.flatnonzero((searched < kappa) & (detour > searched))
+    are the exact test's. Updates ``searched``; returns the number of pairs searched.
+
+    labels_only: skip the pairs whose ratio is already an upper bound at most kappa (a real path:
+    regular at kappa whatever the exact value): afterwards the labels at kappa are exact, and a
+    ratio is exact wherever it is at most ``searched``. mask: (E,) bool, only these pairs.
+
+    Invariant (kept by every function here): a ratio at most ``searched`` is exact; a ratio above
+    it is an upper bound (a real path, or inf) of an exact ratio that is itself above ``searched``.
+    """
+    todo = (searched < kappa) & (detour > searched)
+    if labels_only:
+        todo &= detour > kappa
+    if mask is not None:
+        todo &= mask
+    need = np.flatnonzero(todo)
     if len(need) == 0:
         return 0
     length = np.linalg.norm(y[adjacency[need, 0]] - y[adjacency[need, 1]], axis=1)
@@ -643,20 +660,7 @@ def _attach_isolated(y: np.ndarray, adj: np.ndarray, modes: np.ndarray, nearest=
     return rank[lab].astype(np.int64)
 
 
-def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
-    """The detour threshold read off the data: the start of the longest-lived number of modes.
-
-    y: (N, d) targets, adj: (E, 2) facet pairs, detour: (E,) their detour ratios.
-    For kappa on a geometric grid from 2 to ``KAPPA_MAX`` the number of modes m(kappa) can only
-    fall as kappa grows (more facets count as regular). A true gap between modes has an infinite
-    detour (no path through the data at all), so the true mode count persists over a long range
-    of kappa, while the merging of spurious pieces (in high dimension, k-NN paths inside one
-    mode are longer than in 2-D) happens early. We take the smallest kappa of the longest run of
-    equal m (in 2-D toy sets m is constant and kappa = 2).
-    """
-    grid = np.geomspace(DEFAULT_KAPPA, KAPPA_MAX, 13)
-    nearest = _nearest_with_facets(y, adj)   # once, not once per kappa
-    counts = [int(_attach_isolated(y, adj, _components(len(y), adj[detour <= k]), nearest).max()) for k in grid]
+def _longest_run_start(grid: np.ndarray, counts: list[int]) -> float:
     best, best_len, start = 0, 0, 0
     for i in range(1, len(grid) + 1):
         if i == len(grid) or counts[i] != counts[start]:
@@ -666,26 +670,69 @@ def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray) -> float:
     return float(grid[best])
 
 
-def _detours_at(y: np.ndarray, adj: np.ndarray, graph, threshold, t: float, method: str, seed: int):
-    """(detour (E,), kappa): the detours of the pairs and the threshold of the detour rule
-    ("auto": ``auto_kappa``), the detours exact up to kappa whatever the method.
+#: the grid of ``auto_kappa``: 13 thresholds, geometric from DEFAULT_KAPPA to KAPPA_MAX
+def _kappa_grid() -> np.ndarray:
+    return np.geomspace(DEFAULT_KAPPA, KAPPA_MAX, 13)
 
-    Approximate detours are made exact up to the threshold (``refine_detours``), so that the
-    labels are those of the exact test at it. With "auto" they are made exact up to KAPPA_MAX
-    (auto kappa compares the mode counts over its whole grid): the result is the exact test's,
-    and the saving is the pairs the local search settled (their Dijkstra balls stay small).
+
+def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray, searched: np.ndarray | None = None,
+               graph=None) -> float:
+    """The detour threshold read off the data: the start of the longest-lived number of modes.
+
+    y: (N, d) targets, adj: (E, 2) facet pairs, detour: (E,) their detour ratios.
+    For kappa on a geometric grid from 2 to ``KAPPA_MAX`` the number of modes m(kappa) can only
+    fall as kappa grows (more facets count as regular). A true gap between modes has an infinite
+    detour (no path through the data at all), so the true mode count persists over a long range
+    of kappa, while the merging of spurious pieces (in high dimension, k-NN paths inside one
+    mode are longer than in 2-D) happens early. We take the smallest kappa of the longest run of
+    equal m (in 2-D toy sets m is constant and kappa = 2).
+
+    searched, graph: for detours known exactly only up to ``searched`` (E,) (``detour_ratios``
+    with return_searched=True; the invariant of ``refine_detours``), updated in place. m(kappa)
+    is then computed exactly with few searches (Kruskal's argument): the facets known regular
+    at kappa (exact ratio, or a real path, at most kappa) give components; an unknown facet
+    whose two ends are already in one component cannot change m(kappa), so only the unknown
+    facets that bridge two components are searched, to kappa. The counts, hence kappa, are
+    those of fully exact detours. Without ``searched`` the detours are taken as exact.
+    """
+    grid = _kappa_grid()
+    n = len(y)
+    nearest = _nearest_with_facets(y, adj)   # once, not once per kappa
+    counts = []
+    for k in grid:
+        regular = detour <= k
+        if searched is not None:
+            unknown = ~regular & (searched < k)
+            if unknown.any():
+                comp = _components(n, adj[regular])
+                bridge = unknown & (comp[adj[:, 0]] != comp[adj[:, 1]])
+                if bridge.any():
+                    if graph is None:
+                        graph = hop_graph(y)
+                    refine_detours(y, adj, detour, searched, float(k), graph, labels_only=True, mask=bridge)
+                    regular = detour <= k
+        counts.append(int(_attach_isolated(y, adj, _components(n, adj[regular]), nearest).max()))
+    return _longest_run_start(grid, counts)
+
+
+def _detours_at(y: np.ndarray, adj: np.ndarray, graph, threshold, t: float, method: str, seed: int):
+    """(detour (E,), searched (E,), kappa): the detours of the pairs, how far each is exact (the
+    invariant of ``refine_detours``) and the threshold of the detour rule ("auto":
+    ``auto_kappa``); the labels at kappa are the exact test's whatever the method.
+
+    Approximate detours (exact up to 2.5, landmark bounds above) are searched further only where
+    a label needs it: with a number, the pairs not known to be on one side of it; with "auto",
+    the pairs ``auto_kappa`` needs to count modes exactly (those bridging two components), then
+    those left unknown at the chosen kappa. (Searching every pair the local search left to
+    KAPPA_MAX, as before 2026-12, cost ~15,000 whole-graph Dijkstra runs, ~10 min, at 60,000
+    MNIST codes.) ``rethreshold`` searches further when asked for another kappa.
     """
     detour, searched = detour_ratios(y, adj, kappa_max=max(KAPPA_MAX, t), graph=graph, method=method, seed=seed,
                                      return_searched=True)
-    if threshold != "auto":
-        refine_detours(y, adj, detour, searched, t, graph)
-        return detour, t
-    # auto kappa compares mode counts over the whole grid, and landmark bounds in 16-D are too
-    # loose for that: checking only kappa's own run still chose 2.0 where the exact test chose
-    # 4.0 (30,000 MNIST codes, Voronoi heights). So the pairs the local search left are searched
-    # to KAPPA_MAX: every ratio is then exact; the saving is the pairs settled within 2.5.
-    refine_detours(y, adj, detour, searched, max(KAPPA_MAX, t), graph)
-    return detour, auto_kappa(y, adj, detour)
+    if threshold == "auto":
+        t = auto_kappa(y, adj, detour, searched, graph)
+    refine_detours(y, adj, detour, searched, t, graph, labels_only=True)
+    return detour, searched, t
 
 
 def _check_threshold(threshold, criterion: str) -> float:
@@ -714,7 +761,7 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
     threshold : "auto" (kappa read off the data, ``auto_kappa``) or a number: a detour ratio > 1,
         or an angle in (0, pi) radians for ``criterion="angle"``.
     adjacency : "auto" (exact for a uniform 2-D polygonal source, else sampled), "exact", "sampled".
-    n_samples : source samples for the sampled adjacency (default 10 N, within [2e4, 1e5]).
+    n_samples : source samples for the sampled adjacency (default 10 N, at least 2e4).
     method : the path test of the detours (``detour_ratios``): "exact", "approx" (bounded local
         search, a budget of global searches, landmark upper bounds) or "auto" ("approx" above
         ``APPROX_ABOVE`` = 20,000 targets). The angle criterion measures no paths.
@@ -735,7 +782,10 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
         adj = np.asarray(ot.power_diagram().adjacency, dtype=np.int64).reshape(-1, 2)
     else:
         if n_samples is None:
-            n_samples = int(min(max(10 * n, 20_000), 100_000))
+            # ~10 samples a cell: with the former cap of 10^5, 60,000 MNIST codes got 1.7 a cell,
+            # a median of 3 facets per cell and 2,209 cells with none (then no singular facet at
+            # all); 6·10^5 samples give 17 and 4 (and 518,048 facets; the top-2 pass takes ~23 s)
+            n_samples = int(max(10 * n, 20_000))
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples: expected a positive integer, got {n_samples!r}")
         s = ot.seed + 12_345 if seed is None else int(seed)
@@ -744,13 +794,14 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
     graph = hop_graph(y)
     s_ = int(ot.seed or 0) if seed is None else int(seed)
     if criterion == "detour":
-        detour, t = _detours_at(y, adj, graph, threshold, t, method, s_)
+        detour, searched, t = _detours_at(y, adj, graph, threshold, t, method, s_)
     else:
-        detour = detour_ratios(y, adj, kappa_max=KAPPA_MAX, graph=graph, method=method, seed=s_)
+        detour, searched = detour_ratios(y, adj, kappa_max=KAPPA_MAX, graph=graph, method=method, seed=s_,
+                                         return_searched=True)
     sing = detour > t if criterion == "detour" else angles > t
     modes = _attach_isolated(y, adj, _components(n, adj[~sing]))
     return SingularSet(adjacency=adj, angles=angles, detour=detour, singular=sing, modes=modes, targets=y,
-                       criterion=criterion, threshold=t, exact=exact, _graph=graph)
+                       criterion=criterion, threshold=t, exact=exact, searched=searched, _graph=graph)
 
 
 # ----------------------------------------------------------------- geometry in the source

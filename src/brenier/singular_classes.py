@@ -210,20 +210,27 @@ def mode_purity(modes, labels) -> dict:
 
 # ----------------------------------------------------------------------------- thresholds
 def rethreshold(S: SingularSet, kappa: float) -> SingularSet:
-    """S at another detour threshold: singular = detour > kappa, modes recomputed; no path search.
+    """S at another detour threshold: singular = detour > kappa, modes recomputed.
 
-    Exact for kappa <= ``KAPPA_MAX`` when S's detours are exact that far: S from
-    ``singular_set(threshold="auto")`` (any method) or ``method="exact"``. With a numeric
-    threshold t and ``method="approx"`` only kappa <= t is exact (above t the ratios are upper
-    bounds). Needs ``criterion="detour"``.
+    The labels are the exact test's at any kappa: where S's detours are known exactly only up to
+    ``S.searched`` (a set from ``method="approx"``), the pairs whose side of kappa is unknown are
+    searched to kappa first (on copies: S is not changed). Needs ``criterion="detour"``.
     """
+    from .singular import hop_graph, refine_detours
+
     _check_set(S)
     if S.criterion != "detour":
         raise ValueError(f"S: rethreshold needs a detour-criterion singular set, got criterion={S.criterion!r}")
     k = _check_kappa(kappa)
-    sing = S.detour > k
+    detour, searched = S.detour, S.searched
+    if searched is not None and np.any((searched < k) & (detour > k)):
+        detour, searched = detour.copy(), searched.copy()
+        if S._graph is None:
+            S._graph = hop_graph(S.targets)
+        refine_detours(S.targets, S.adjacency, detour, searched, k, S._graph, labels_only=True)
+    sing = detour > k
     modes = _attach_isolated(S.targets, S.adjacency, _components(len(S.modes), S.adjacency[~sing]))
-    return dataclasses.replace(S, singular=sing, modes=modes, threshold=k)
+    return dataclasses.replace(S, detour=detour, searched=searched, singular=sing, modes=modes, threshold=k)
 
 
 def kappa_sweep(S: SingularSet, labels, kappas) -> list[dict]:
