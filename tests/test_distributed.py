@@ -104,7 +104,7 @@ def test_hessian_sample_cap_keeps_the_counts_and_scales_the_pairs():
     # the pairs of 2^15 of the 2^17 samples: the same facets, each weight estimated with more noise
     total_full, total_capped = float(full.pair_weights.sum()), float(capped.pair_weights.sum())
     assert abs(total_capped / total_full - 1) < 0.05 and len(capped.pairs) < len(full.pairs)
-    assert mc.hessian_sample_size(300) == 1 << 20 and mc.hessian_sample_size(100_000) == 3_200_000
+    assert mc.hessian_sample_size(300) == 1 << 20 and mc.hessian_sample_size(100_000) == 1_600_000
 
 
 def test_fit_does_not_depend_on_the_memory_budget():

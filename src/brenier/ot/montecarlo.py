@@ -142,7 +142,7 @@ def batch_stats(
     """Count samples per power cell; with ``pairs``, also count near-tie pairs for the Hessian.
 
     ``hessian_samples``: the near-tie pairs come from the first chunks of each half-sample only,
-    about this many samples in all (default ``max(32 N, 2^20)``, see ``hessian_sample_size``);
+    about this many samples in all (default ``max(16 N, 2^20)``, see ``hessian_sample_size``);
     the rest of the batch is counted by an argmax, which costs ~2.5x less than the top-k.
 
     The sample is two half-samples (streams ``seed`` and ``seed + 0x5EED``), each a list of chunks
@@ -266,11 +266,14 @@ def batch_stats(
 
 
 def hessian_sample_size(n: int) -> int:
-    """Default number of samples for the sampled Hessian of N targets: max(32 N, 2^20).
+    """Default number of samples for the sampled Hessian of N targets: max(16 N, 2^20).
 
-    At 16 N samples (the first batch) the solver already takes full Newton steps; 32 N gives each
-    cell about 32 samples' worth of facet weight. Larger batches only serve the gradient."""
-    return max(32 * int(n), 1 << 20)
+    At 16 N samples (the first batch) the solver already takes full Newton steps, and κ (the
+    measured response) corrects the Hessian's overall scale, so a larger Hessian sample buys
+    little: capping it left the steps of a 10,000-code fit unchanged (benchmarks/hessian_cap.py).
+    Larger batches only serve the gradient; above 2^16 targets each top-k sample costs about
+    twice an argmax, so the cap is what the late, large batches of a big fit pay."""
+    return max(16 * int(n), 1 << 20)
 
 
 def _near_tie_width(v: torch.Tensor, q: float) -> float:
