@@ -30,27 +30,41 @@ from brenier.compare import IMAGE_COLUMNS, TOY_COLUMNS, compare, markdown_table,
 
 
 def merge(root: Path, name: str, parts: list[str]) -> dict:
-    """One comparison from several runs of the same data and models on different seeds (the
-    held-out reference row is the same in each: it is kept once). Writes ROOT/NAME/compare.json,
-    compare.md and the first part's figures."""
+    """One comparison from several runs of the same data on different seeds or models (the
+    held-out reference row is the same in each: it is kept once). A later part's rows replace an
+    earlier part's for the same model and seed (a rerun, e.g. of ``ot`` after its singular set
+    changed); ``replaced`` in the JSON lists them. Writes ROOT/NAME/compare.json, compare.md and
+    the first part's figures."""
     import shutil
 
     rs = [json.loads((root / p / "compare.json").read_text()) for p in parts]
     first = rs[0]
     for p, r in zip(parts, rs):
-        if (r["data"], r["models"], r["n_samples"], r["kind"]) != (first["data"], first["models"], first["n_samples"], first["kind"]):
-            raise SystemExit(f"--merge: {p} is not the same comparison as {parts[0]} (data, models, samples)")
-    seeds = [s for r in rs for s in r["seeds"]]
-    if len(set(seeds)) != len(seeds):
-        raise SystemExit(f"--merge: seeds {seeds} repeat across the parts")
-    runs = [row for i, r in enumerate(rs) for row in r["runs"] if i == 0 or not row["model"].startswith("real")]
+        if (r["data"], r["n_samples"], r["kind"]) != (first["data"], first["n_samples"], first["kind"]):
+            raise SystemExit(f"--merge: {p} is not the same comparison as {parts[0]} (data, samples)")
+    rows: dict = {}
+    replaced = []
+    for i, (p, r) in enumerate(zip(parts, rs)):
+        for row in r["runs"]:
+            if row["model"].startswith("real") and i:
+                continue
+            key = (row["model"], row.get("seed"))
+            if key in rows:
+                replaced.append({"model": key[0], "seed": key[1], "by": p})
+            rows[key] = {**row, "part": p}
+    runs = list(rows.values())
+    models = list(dict.fromkeys(m for r in rs for m in r["models"]))
+    seeds = sorted({row["seed"] for row in runs if not row["model"].startswith("real") and row.get("seed") is not None})
+    missing = [(m, s) for m in models for s in seeds if (m, s) not in rows]
+    if missing:
+        raise SystemExit(f"--merge: no result for (model, seed) {missing[:5]}: every model needs every seed")
     settings: dict = {}
     for r in rs:
         for m, infos in r["settings"].items():
             settings.setdefault(m, []).extend(infos)
     summary = summarise(runs)
     cols = TOY_COLUMNS if first["kind"] == "toy" else IMAGE_COLUMNS
-    order = [m for m in summary if m.startswith("real")] + first["models"]
+    order = [m for m in summary if m.startswith("real")] + models
     out = root / name
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -59,9 +73,9 @@ def merge(root: Path, name: str, parts: list[str]) -> dict:
         if key not in ("json", "md") and src.is_file():
             shutil.copy2(src, out / src.name)
             files[key] = str(out / src.name)
-    merged = {**first, "seeds": seeds, "runs": runs, "summary": summary, "settings": settings,
+    merged = {**first, "models": models, "seeds": seeds, "runs": runs, "summary": summary, "settings": settings,
               "table": markdown_table(summary, cols, order), "time_s": round(sum(r["time_s"] for r in rs), 1),
-              "parts": {p: r["seeds"] for p, r in zip(parts, rs)},
+              "parts": {p: r["seeds"] for p, r in zip(parts, rs)}, "replaced": replaced,
               "files": {**files, "json": str(out / "compare.json"), "md": str(out / "compare.md")}}
     write_json(out / "compare.json", merged)
     render_markdown(out)

@@ -24,7 +24,7 @@ Methods ``newton`` / ``adam`` use ``BrenierPotential``'s default exact search (`
 where it pays); ``newton-brute`` is the same Newton solver with the brute-force reference search,
 ``newton-fresh`` the Newton solver without sample reuse (``reuse=False``: a fresh sample every
 iteration, the solver before reuse), ``newton-classic`` the Newton solver without the energy line
-search and with the top-8 Hessian (the solver of 2026-11); the reference columns are capped at
+search and with the top-8 Hessian from max(32 N, 2^20) samples (the solver of 2026-11); the reference columns are capped at
 ``--reference-cap`` s, and a capped ``-classic`` run still above twice the target skips the check.
 The independent check's own noise floor is removed ("reached": debiased TV ≤ target); the raw
 estimate, its floor and the debiased value are all printed.
@@ -121,9 +121,9 @@ def run_ours(method, y, source, tol, device, seed, opts, trace: bool):
     if method.endswith("-fresh"):  # Newton without sample reuse: a fresh sample every iteration
         method = method[: -len("-fresh")]
         opts = {**(opts or {}), "reuse": False}
-    if method.endswith("-classic"):  # the Newton solver before the energy line search and top-4 Hessian
-        method = method[: -len("-classic")]
-        opts = {**(opts or {}), "line_search": False, "hessian_k": 8}
+    if method.endswith("-classic"):  # the Newton solver of 2026-11: no energy line search, a top-8
+        method = method[: -len("-classic")]  # Hessian from max(32 N, 2^20) samples of each batch
+        opts = {**(opts or {}), "line_search": False, "hessian_k": 8, "hessian_samples": max(32 * y.shape[0], 1 << 20)}
     if method.endswith("-reuse"):  # Newton with the nested, reused sample (opt-in)
         method = method[: -len("-reuse")]
         opts = {**(opts or {}), "reuse": True}
@@ -151,12 +151,15 @@ def run_ours(method, y, source, tol, device, seed, opts, trace: bool):
 
 
 def first_passing(snaps, check, target):
-    """Binary search for the first snapshot whose independent TV is ≤ target (TV falls ~monotonically)."""
+    """Binary search for the first snapshot whose independent TV, less its noise floor (the
+    "reached" rule), is ≤ target (TV falls ~monotonically). (Until 2026-12 it compared the raw
+    estimate, which at 60,000 targets sits above 0.03 on its floor alone: it checked every probe
+    and found none.)"""
     lo, hi, found = 0, len(snaps) - 1, None
     while lo <= hi:
         mid = (lo + hi) // 2
         c = check(snaps[mid][2])
-        if c["tv"] <= target:
+        if c["tv_debiased"] <= target:
             found, hi = (mid, c), mid - 1
         else:
             lo = mid + 1

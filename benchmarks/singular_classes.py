@@ -19,6 +19,9 @@ Latent 13 is the dimension ``brenier dimension --data mnist`` points at (TwoNN 1
     python benchmarks/singular_classes.py                       # d = 16, 13, 64; N = 10,000
     python benchmarks/singular_classes.py --n 60000 --latents 16   # all codes (slow fit)
     python benchmarks/singular_classes.py --figure-only         # redraw docs/singular_classes.png
+    python benchmarks/singular_classes.py --run runs/mnist --kappas 1.25,1.5,2,2.5
+        # the saved map and singular set of `brenier fit --data mnist` (all 60,000 codes):
+        # results/singular_classes_mnist.json, docs/singular_classes_mnist.png
 
 Writes benchmarks/results/singular_classes.json (--out) and docs/singular_classes.png (--figure).
 """
@@ -165,6 +168,12 @@ def run_latent(d: int, a) -> dict | None:
     name = f"l{d}_n{len(idx)}_s{a.seed}"
     ot, fit_s = fitted(name, y, a.tol, a.fit_minutes, a.seed)
     S, s_s = cached_singular_set(ot, CACHE / name / "singular.npz", idx)
+    return describe(ot, S, lab_all, idx, name, d, a, fit_s, s_s)
+
+
+def describe(ot, S, lab_all: np.ndarray, idx: np.ndarray, name: str, d: int, a, fit_s: float, s_s: float) -> dict:
+    """The row of one fitted map and its singular set (labels: the digit of each fitted code),
+    and the arrays the figure needs, cached under CACHE/name/singular.npz."""
     lab = target_labels(ot, lab_all)
     table = facet_class_table(S, lab, n_classes=10)
     row = {
@@ -180,6 +189,27 @@ def run_latent(d: int, a) -> dict | None:
     arrays = {"idx": idx, "adjacency": S.adjacency, "detour": S.detour, "singular": S.singular, "modes": S.modes,
               "labels": lab, "targets": S.targets, "threshold": np.float64(S.threshold), "singular_s": np.float64(s_s)}
     atomic_write(CACHE / name / "singular.npz", lambda tmp: _save(tmp, np.savez, **arrays))
+    return row
+
+
+def run_saved(path: Path, a) -> dict:
+    """The row of a saved `brenier fit` run (``--run``): its own map and saved singular set (not
+    refitted, not recomputed), against the digits of the training images it encoded."""
+    from brenier.datasets import load
+    from brenier.pipeline import AEOT
+
+    model = AEOT.load(path, device="cpu")
+    if model.singular_set_ is None:
+        raise SystemExit(f"--run: {path} has no saved singular set")
+    _, labels = load("mnist")
+    idx = np.asarray(model.code_index_, dtype=np.int64)
+    ot, S = model.ot_, model.singular_set_
+    if S._graph is None:
+        S._graph = sg.hop_graph(S.targets)
+    hist = ot.history_[-1] if ot.history_ else {}
+    row = describe(ot, S, labels[idx], idx, f"run_{path.name}", ot.targets_.shape[1], a,
+                   float(hist.get("time", float("nan"))), float("nan"))
+    row["run"] = str(path)
     return row
 
 
@@ -208,7 +238,7 @@ def print_tables(rows: list[dict]) -> None:
 
 
 # ------------------------------------------------------------------------------- figure
-def figure(rows: list[dict], path: Path, latent: int, n: int, seed: int, max_drawn: int = 5000) -> None:
+def figure(rows: list[dict], path: Path, latent: int, n: int, seed: int, max_drawn: int = 5000, name: str | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,7 +248,7 @@ def figure(rows: list[dict], path: Path, latent: int, n: int, seed: int, max_dra
 
     from brenier.figures import drawn_subset
 
-    name = f"l{latent}_n{n}_s{seed}"
+    name = name or f"l{latent}_n{n}_s{seed}"
     with np.load(CACHE / name / "singular.npz", allow_pickle=False) as f:
         z = {k: f[k] for k in f.files}
     y, lab, adj, sing = z["targets"], z["labels"], z["adjacency"], z["singular"]
@@ -315,11 +345,28 @@ def main(argv=None) -> int:
     ap.add_argument("--kappas", default="1.25,1.5,2,2.5,3,4,6,8")
     ap.add_argument("--figure-latent", type=int, default=16)
     ap.add_argument("--figure-only", action="store_true", help="redraw the figure from --out and the cache")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "singular_classes.json")
-    ap.add_argument("--figure", type=Path, default=ROOT.parent / "docs" / "singular_classes.png")
+    ap.add_argument("--run", type=Path, default=None,
+                    help="a saved `brenier fit --data mnist` run: its map and singular set instead of fits "
+                         "(then --out / --figure default to *_RUNNAME)")
+    ap.add_argument("--out", type=Path, default=None, help="default results/singular_classes.json")
+    ap.add_argument("--figure", type=Path, default=None, help="default docs/singular_classes.png")
     a = ap.parse_args(argv)
     a.kappas = [float(s) for s in a.kappas.split(",")]
     torch.set_num_threads(1)
+    tail = f"_{a.run.name}" if a.run is not None else ""
+    a.out = a.out or ROOT / "results" / f"singular_classes{tail}.json"
+    a.figure = a.figure or ROOT.parent / "docs" / f"singular_classes{tail}.png"
+    if a.run is not None:
+        t = time.perf_counter()
+        rows = [run_saved(a.run, a)] if not a.figure_only else _loose(json.loads(a.out.read_text())["rows"])
+        if not a.figure_only:
+            write_json(a.out, _strict({"benchmark": "singular_classes", "run": str(a.run), "n": rows[0]["n"], "seed": a.seed,
+                                       "kappas": a.kappas, "machine": "shared 2-core CPU, one thread", "rows": rows}))
+            print_tables(rows)
+            print(f"\nwrote {a.out} ({time.perf_counter() - t:.0f} s)")
+        figure(rows, a.figure, rows[0]["latent"], rows[0]["n"], a.seed, name=f"run_{a.run.name}")
+        print(f"wrote {a.figure}")
+        return 0
     if a.figure_only:
         rows = _loose(json.loads(a.out.read_text())["rows"])
     else:

@@ -173,3 +173,35 @@ def test_mixture_origins_has_no_answer_without_a_singular_set():
     ot = SimpleNamespace(singular_set_=SimpleNamespace(n_facets=0))
     out = mixture_origins(ot, np.zeros((4, 2)), np.array([True, False, True, False]))
     assert all(np.isnan(v) for v in out.values()), out  # not "0 % near S"
+
+
+def test_benchmark_merge_replaces_rerun_rows_and_needs_every_seed(tmp_path):
+    # benchmarks/compare.py --merge: parts on other seeds join; a later part's rows replace an
+    # earlier part's for the same model and seed (ot rerun after its singular set changed)
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_compare", Path(__file__).parents[1] / "benchmarks" / "compare.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def part(name, models, seeds, value):
+        runs = [{"model": "real (held-out)", "seed": 0, "mode_mixture": 0.0}]
+        runs += [{"model": m, "seed": s, "mode_mixture": value} for m in models for s in seeds]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "compare.json").write_text(json.dumps({
+            "data": "mnist", "kind": "images", "models": models, "seeds": seeds, "n_samples": 10, "runs": runs,
+            "settings": {m: [{}] for m in models}, "time_s": 1.0, "files": {}}))
+
+    part("a", ["ot", "ddpm"], [0], 0.5)
+    part("b", ["ot", "ddpm"], [1], 0.5)
+    part("c", ["ot"], [0, 1], 0.1)
+    m = bench.merge(tmp_path, "all", ["a", "b", "c"])
+    assert m["models"] == ["ot", "ddpm"] and m["seeds"] == [0, 1]
+    assert m["summary"]["ot"]["mode_mixture"]["mean"] == pytest.approx(0.1)      # replaced on both seeds
+    assert m["summary"]["ddpm"]["mode_mixture"]["mean"] == pytest.approx(0.5)
+    assert m["summary"]["real (held-out)"]["mode_mixture"]["n"] == 1             # the reference row once
+    assert sorted((r["model"], r["seed"]) for r in m["replaced"]) == [("ot", 0), ("ot", 1)]
+    with pytest.raises(SystemExit, match="every model needs every seed"):
+        bench.merge(tmp_path, "bad", ["a", "c"])   # ddpm has no seed 1
