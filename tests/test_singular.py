@@ -345,21 +345,44 @@ def test_approximate_detours_agree_with_exact(seed):
     assert adjusted_rand_score(me, ma) == 1.0
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_auto_kappa_from_partial_detours_is_the_exact_tests(seed):
+def _two_arms(n: int, seed: int):
+    """The hairpin's pairs less those near the bend and the cross-gap pairs outside x in [1, 3]:
+    the two arms are then joined only by facets with detours 3.6-7.6 (path round the bend), so
+    the mode count drops from 3 to 2 inside auto kappa's grid, above the local search's 2.5."""
+    y, adj = _hairpin(n, 4, seed)
+    arm = np.where(y[:, 1] > 0.5, 1, 0)
+    arm[n:] = -1
+    x = y[:, 0]
+    bend = (np.arange(len(y)) < n) & (x < 0.3)
+    keep = ~bend[adj[:, 0]] & ~bend[adj[:, 1]]
+    cross = (arm[adj[:, 0]] >= 0) & (arm[adj[:, 1]] >= 0) & (arm[adj[:, 0]] != arm[adj[:, 1]])
+    mid = (x[adj[:, 0]] > 1.0) & (x[adj[:, 1]] > 1.0) & (x[adj[:, 0]] < 3.0) & (x[adj[:, 1]] < 3.0)
+    return y, adj[keep & (~cross | mid)]
+
+
+@pytest.mark.parametrize("seed,pairs", [(0, "hairpin"), (1, "hairpin"), (0, "two arms"), (1, "two arms")])
+def test_auto_kappa_from_partial_detours_is_the_exact_tests(seed, pairs, monkeypatch):
     # auto kappa needs exact mode counts over its whole grid; with detours known only up to 2.5
     # it searches just the pairs that bridge two components, and must land where the fully exact
     # detours land, with the same labels and modes, after searching fewer pairs than all of them
     from brenier import singular as sg
     from brenier.singular_classes import rethreshold
 
-    y, adj = _hairpin(1200, 4, seed)
+    y, adj = _hairpin(1200, 4, seed) if pairs == "hairpin" else _two_arms(1200, seed)
     g = sg.hop_graph(y)
     exact = sg.detour_ratios(y, adj, sg.KAPPA_MAX, graph=g, method="exact")
     ke = sg.auto_kappa(y, adj, exact)
+    bridged = []
+    refine = sg.refine_detours
+    monkeypatch.setattr(sg, "refine_detours", lambda *a, **k: bridged.append(k.get("mask") is not None) or refine(*a, **k))
     det, searched, ka = sg._detours_at(y, adj, g, "auto", sg.DEFAULT_KAPPA, "approx", seed)
+    monkeypatch.undo()
     assert ka == ke
+    if pairs == "two arms":   # the counts above 2.5 needed the bridging facets searched
+        assert ke > sg.KAPPA_LOCAL and any(bridged)
     np.testing.assert_array_equal(det > ka, exact > ke)
+    np.testing.assert_array_equal(sg._attach_isolated(y, adj, sg._components(len(y), adj[det <= ka])),
+                                  sg._attach_isolated(y, adj, sg._components(len(y), adj[exact <= ke])))
     known = det <= searched                          # the invariant: exact up to searched ...
     np.testing.assert_allclose(det[known], exact[known], rtol=1e-12)
     assert np.all(exact[~known] > searched[~known] * (1 - 1e-12)) and np.all(det >= exact * (1 - 1e-12))
