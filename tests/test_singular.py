@@ -459,3 +459,25 @@ def test_mode_of_uses_no_dense_block(ring, monkeypatch):
 
     monkeypatch.setattr(torch, "cdist", no_cdist)
     np.testing.assert_array_equal(S.mode_of(S.targets), S.modes)
+
+
+def test_parallel_searches_equal_the_serial_ones(monkeypatch):
+    # the local search spread over forked workers gives the same ratios, pair for pair
+    from brenier import singular as sg
+
+    y, adj = _hairpin(1200, 4, 2)
+    g = sg.hop_graph(y)
+    length = np.linalg.norm(y[adj[:, 0]] - y[adj[:, 1]], axis=1)
+    monkeypatch.setattr(sg, "PARALLEL_SOURCES", 1)
+    serial = sg._search_pairs(g, adj, length, 3.0, n_jobs=1)
+    if not sg._can_fork():
+        pytest.skip("no fork on this platform: the searches always run in one process")
+    parallel = sg._search_pairs(g, adj, length, 3.0, n_jobs=2)
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(serial[0]).sum() > 100
+    monkeypatch.setenv("BRENIER_JOBS", "1")
+    assert sg.detour_jobs() == 1
+    monkeypatch.setenv("BRENIER_JOBS", "zero")
+    with pytest.raises(ValueError, match="BRENIER_JOBS"):
+        sg.detour_jobs()

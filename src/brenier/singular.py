@@ -68,6 +68,9 @@ mode count), then those still unknown at the chosen kappa. The labels and the mo
 exact test's; a detour is exact where it is at most ``SingularSet.searched``. See
 ``detour_ratios`` and ``docs/singular_set.md`` (agreement with the exact test on N = 10,000
 subsets, cost at N = 60,000 MNIST codes).
+The searches of one call run in forked worker processes from ``PARALLEL_SOURCES`` = 4,096 sources
+on (SciPy's Dijkstra holds the GIL; ``detour_jobs``: the usable CPUs, at most 8, or the environment
+variable BRENIER_JOBS), with the same result as one process.
 The k-NN graph comes from a KD-tree (``scipy.spatial.cKDTree``); nothing builds an N x N array.
 
 Adjacency: exact (``PowerDiagram.adjacency``) for a uniform 2-D polygonal source, otherwise
@@ -440,8 +443,56 @@ def _pair_cover(n: int, pairs: np.ndarray) -> np.ndarray:
     return first
 
 
+#: Dijkstra runs of one search spread over worker processes from this many sources (SciPy's
+#: dijkstra holds the GIL, so threads would not help); below it one process
+PARALLEL_SOURCES = 4096
+
+
+def detour_jobs() -> int:
+    """Worker processes for the graph searches: the CPUs this process may use (at most 8), or the
+    environment variable BRENIER_JOBS (1: never start a worker). Workers are forked (POSIX);
+    where fork is not available the searches run in this process."""
+    import os
+
+    env = os.environ.get("BRENIER_JOBS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"BRENIER_JOBS: expected a positive integer, got {env!r}")
+        return int(env)
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+_WORKER_GRAPH = None
+
+
+def _can_fork() -> bool:
+    import multiprocessing as mp
+
+    return "fork" in mp.get_all_start_methods()
+
+
+def _set_worker_graph(g) -> None:
+    global _WORKER_GRAPH
+    _WORKER_GRAPH = g
+
+
+def _chunk_ratios(task, g=None) -> np.ndarray:
+    """Ratios of the pairs of one chunk of sources: (srcs (S,), limit, offsets (S+1,) into the
+    chunk's pairs, dst (P,), length (P,)) -> (P,) path / length (inf beyond the limit)."""
+    from scipy.sparse.csgraph import dijkstra
+
+    srcs, limit, offs, dst, length = task
+    dist = dijkstra(_WORKER_GRAPH if g is None else g, directed=False, indices=srcs, limit=limit)
+    rows = np.repeat(np.arange(len(srcs)), np.diff(offs))
+    return dist[rows, dst] / np.maximum(length, 1e-300)
+
+
 def _search_pairs(g, pairs: np.ndarray, length: np.ndarray, kappa: float,
-                  max_sources: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  max_sources: int | None = None, n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Bounded Dijkstra for pairs (P, 2) of the graph ``g``: (ratio (P,), searched (P,) bool).
 
     ratio[p] = path length / length[p] when the path is at most kappa * length[p] (found inside
@@ -449,10 +500,9 @@ def _search_pairs(g, pairs: np.ndarray, length: np.ndarray, kappa: float,
     (``_pair_cover``), each searched with the radius kappa times its longest pair, in chunks of
     sources of similar radii (at most 32 MB of distances at a time: never an N x N matrix).
     ``max_sources``: search only that many sources (the smallest radii first); the pairs of the
-    others come back with searched = False.
+    others come back with searched = False. n_jobs: worker processes (default ``detour_jobs()``;
+    used from ``PARALLEL_SOURCES`` sources on, each worker holding one copy of the graph).
     """
-    from scipy.sparse.csgraph import dijkstra
-
     n = g.shape[0]
     ratio = np.full(len(pairs), np.inf)
     searched = np.zeros(len(pairs), dtype=bool)
@@ -471,13 +521,32 @@ def _search_pairs(g, pairs: np.ndarray, length: np.ndarray, kappa: float,
     if max_sources is not None:
         by_reach = by_reach[:max(int(max_sources), 0)]
     chunk = max(1, (32 * 2**20) // (8 * n))
+    tasks, members = [], []
     for c in range(0, len(by_reach), chunk):
         sel = by_reach[c:c + chunk]
-        dist = dijkstra(g, directed=False, indices=srcs[sel], limit=float(reach[sel].max()))
-        for row, s_ in enumerate(sel):
-            e = order[bounds[s_]:bounds[s_ + 1]]
-            ratio[e] = dist[row, dst[e]] / np.maximum(length[e], 1e-300)
-            searched[e] = True
+        e = np.concatenate([order[bounds[s_]:bounds[s_ + 1]] for s_ in sel])
+        offs = np.r_[0, np.cumsum(bounds[sel + 1] - bounds[sel])]
+        tasks.append((srcs[sel], float(reach[sel].max()), offs, dst[e], length[e]))
+        members.append(e)
+    jobs = detour_jobs() if n_jobs is None else max(1, int(n_jobs))
+    if jobs > 1 and len(by_reach) >= PARALLEL_SOURCES and len(tasks) > 1 and _can_fork():
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: the workers share the graph copy-on-write and re-import nothing (spawn would
+        # re-run an unguarded user script); they only run SciPy's Dijkstra, never torch, so the
+        # parent's torch thread pools do not matter
+        _set_worker_graph(g)
+        try:
+            with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=mp.get_context("fork")) as ex:
+                results = list(ex.map(_chunk_ratios, tasks, chunksize=max(1, len(tasks) // (8 * jobs))))
+        finally:
+            _set_worker_graph(None)
+    else:
+        results = [_chunk_ratios(t, g) for t in tasks]
+    for e, r in zip(members, results):
+        ratio[e] = r
+        searched[e] = True
     ratio[ratio > kappa] = np.inf
     return ratio, searched
 
