@@ -18,13 +18,6 @@ warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta
 
 
 @pytest.fixture(scope="module")
-def ring():
-    d = toy("ring8", 400, seed=1)
-    ot = SemiDiscreteOT(UniformBall(2), method="exact").fit(d.points)
-    return d, ot, ot.singular_set()
-
-
-@pytest.fixture(scope="module")
 def square():
     d = toy("square", 300, seed=2)
     ot = SemiDiscreteOT(UniformBall(2), method="exact").fit(d.points)

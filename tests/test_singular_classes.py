@@ -7,19 +7,11 @@ import warnings
 import numpy as np
 import pytest
 
-from brenier.datasets import toy
 from brenier.ot import SemiDiscreteOT
 from brenier.singular_classes import facet_class_table, kappa_sweep, mode_purity, rethreshold, target_labels
 from brenier.sources import UniformBall
 
 warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support is in beta")
-
-
-@pytest.fixture(scope="module")
-def ring():
-    d = toy("ring8", 400, seed=1)
-    ot = SemiDiscreteOT(UniformBall(2), method="exact").fit(d.points)
-    return d, ot, ot.singular_set()
 
 
 @pytest.fixture(scope="module")
