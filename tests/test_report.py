@@ -107,6 +107,23 @@ def test_report_command_html_only(demo_run):
     assert (out / "report.html").stat().st_mtime_ns >= before
 
 
+def test_report_re_evaluates_scores_older_than_the_run(demo_run):
+    # a run saved again after its scores (e.g. its singular set recomputed) is evaluated anew:
+    # the report must not show an older model's scores as this one's
+    import os
+
+    out, _ = demo_run
+    if not (out / "manifest.json").is_file():
+        pytest.skip("the demo folder holds no saved run")
+    m = out / "metrics.json"
+    old = (out / "manifest.json").stat().st_mtime - 60
+    os.utime(m, (old, old))
+    r = invoke("report", out, "-n", "100")
+    assert r.exit_code == 0, r.output
+    assert "re-evaluating" in r.output
+    assert m.stat().st_mtime > (out / "manifest.json").stat().st_mtime
+
+
 def test_fit_command_and_errors(tmp_path):
     r = invoke("fit", "--data", "digits", "--out", tmp_path / "run", "--limit", "120", "--epochs", "3", "-d", "3", "--ot-tol", "0.1", "--device", "cpu")
     assert r.exit_code == 0, r.output

@@ -35,7 +35,7 @@ def report_command(
     run: Path = typer.Argument(..., metavar="RUN", help="A run directory written by brenier fit / demo.", show_default=False),
     n_samples: int = typer.Option(1000, "--n-samples", "-n", min=100, help="Images generated per boundary rule for the scores."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the samples and the judge."),
-    evaluate: Optional[bool] = typer.Option(None, "--evaluate/--html-only", help="Re-run the evaluation (default: only when RUN has no metrics.json).", show_default=False),
+    evaluate: Optional[bool] = typer.Option(None, "--evaluate/--html-only", help="Re-run the evaluation (default: only when RUN has no metrics.json, or one older than the run).", show_default=False),
     device: DeviceKind = typer.Option(DeviceKind.auto, "--device", help="auto: CUDA if available."),
 ) -> None:
     """Evaluate a fitted run (samples, classifier scores, figures) and write RUN/report.html."""
@@ -45,9 +45,14 @@ def report_command(
     if not run.is_dir():
         fail(f"RUN {run}: no such directory")
     t0 = time.perf_counter()
-    if evaluate is None:
-        evaluate = not (run / "metrics.json").is_file()
     con = console()
+    if evaluate is None:
+        # evaluate when there are no scores, or when the run was saved again after them (e.g. its
+        # singular set recomputed): scores of an older model must not be shown as this one's
+        mfile, manifest = run / "metrics.json", run / "manifest.json"
+        evaluate = not mfile.is_file() or (manifest.is_file() and manifest.stat().st_mtime > mfile.stat().st_mtime)
+        if evaluate and mfile.is_file():
+            con.print(f"{mfile} is older than the run's manifest (the run was saved again): re-evaluating")
     rows = []
     if evaluate:
         info = read_run_info(run)
