@@ -73,6 +73,27 @@ def merge(root: Path, name: str, parts: list[str]) -> dict:
         if key not in ("json", "md") and src.is_file():
             shutil.copy2(src, out / src.name)
             files[key] = str(out / src.name)
+    if first["data"] == "mnist":
+        # the sample grid of the first seed from every part that ran it (a rerun's models replace
+        # the earlier part's panels, as its rows do); MNIST's reference panel is the first 100
+        # test images, as in ``compare``
+        import numpy as np
+
+        from brenier.compare import _image_grids, _savez
+        from brenier.datasets import load
+        from brenier._io import atomic_write
+
+        shown: dict = {}
+        for p, r in zip(parts, rs):
+            z = root / p / "samples_seed0.npz"
+            if r["seeds"] and r["seeds"][0] == seeds[0] and z.is_file():
+                with np.load(z, allow_pickle=False) as f:
+                    shown.update({k: f[k] for k in f.files})
+        if shown:
+            shown = {m.replace("-", "_"): shown[m.replace("-", "_")] for m in models if m.replace("-", "_") in shown}
+            real = load("mnist-test")[0][:100]
+            files["samples"] = str(_image_grids({k.replace("_", "-"): v for k, v in shown.items()}, real, out / "samples.png"))
+            files["samples_npz"] = str(atomic_write(out / "samples_seed0.npz", lambda tmp: _savez(tmp, shown)))
     merged = {**first, "models": models, "seeds": seeds, "runs": runs, "summary": summary, "settings": settings,
               "table": markdown_table(summary, cols, order), "time_s": round(sum(r["time_s"] for r in rs), 1),
               "parts": {p: r["seeds"] for p, r in zip(parts, rs)}, "replaced": replaced,
