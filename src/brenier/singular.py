@@ -739,8 +739,8 @@ def _longest_run_start(grid: np.ndarray, counts: list[int]) -> float:
     return float(grid[best])
 
 
-#: the grid of ``auto_kappa``: 13 thresholds, geometric from DEFAULT_KAPPA to KAPPA_MAX
 def _kappa_grid() -> np.ndarray:
+    """The grid of ``auto_kappa``: 13 thresholds, geometric from DEFAULT_KAPPA to KAPPA_MAX."""
     return np.geomspace(DEFAULT_KAPPA, KAPPA_MAX, 13)
 
 
@@ -832,7 +832,8 @@ def singular_set(ot, threshold="auto", *, criterion: str = "detour", adjacency: 
     adjacency : "auto" (exact for a uniform 2-D polygonal source, else sampled), "exact", "sampled".
     n_samples : source samples for the sampled adjacency (default 10 N, at least 2e4).
     method : the path test of the detours (``detour_ratios``): "exact", "approx" (bounded local
-        search, a budget of global searches, landmark upper bounds) or "auto" ("approx" above
+        search and landmark upper bounds, then searches only where a label or a mode count
+        needs one: ``_detours_at``; the same labels and modes) or "auto" ("approx" above
         ``APPROX_ABOVE`` = 20,000 targets). The angle criterion measures no paths.
     """
     ot._check_fitted()
