@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from brenier._io import write_json
 from brenier.ot.montecarlo import noise_floor
 from brenier.ot.potential import BrenierPotential
 from brenier.pipeline import AEOT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from singular_run import write_result  # noqa: E402
 
 
 def main() -> None:
@@ -51,9 +51,7 @@ def main() -> None:
     print(f"N={n}: independent TV {tv:.4f} (floor {floor:.4f}) -> debiased {row['tv_debiased']:.4f}; "
           f"the fit's own estimate {ot.tv_error_:.4f}; check {row['check_s']} s")
     if args.json:
-        meta = {"benchmark": "check_run", "run": str(args.run), "command": " ".join(["python"] + sys.argv),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M")}
-        write_json(args.json, {"meta": meta, **row})
+        write_result(args.json, "check_run", args.run, row)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,14 @@ def main() -> None:
         row["save_s"] = round(time.perf_counter() - t, 1)
         print(f"saved into {args.run}")
     if args.json:
-        meta = {"benchmark": "singular_run", "run": str(args.run), "command": " ".join(["python"] + sys.argv),
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M")}
-        write_json(args.json, {"meta": meta, **row})
+        write_result(args.json, "singular_run", args.run, row)
+
+
+def write_result(path: Path, benchmark: str, run: Path, row: dict) -> None:
+    """JSON of one benchmark row on a saved run, with the command, machine and date."""
+    meta = {"benchmark": benchmark, "run": str(run), "command": " ".join(["python"] + sys.argv),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d %H:%M")}
+    write_json(path, {"meta": meta, **row})
 
 
 if __name__ == "__main__":
