@@ -89,11 +89,13 @@ def merge(root: Path, name: str, parts: list[str]) -> dict:
             if r["seeds"] and r["seeds"][0] == seeds[0] and z.is_file():
                 with np.load(z, allow_pickle=False) as f:
                     shown.update({k: f[k] for k in f.files})
-        if shown:
-            shown = {m.replace("-", "_"): shown[m.replace("-", "_")] for m in models if m.replace("-", "_") in shown}
+        key = {m: m.replace("-", "_") for m in models}   # the npz names of the models ("-" is not allowed)
+        grid = {m: shown[key[m]] for m in models if key[m] in shown}
+        if grid:
             real = load("mnist-test")[0][:100]
-            files["samples"] = str(_image_grids({k.replace("_", "-"): v for k, v in shown.items()}, real, out / "samples.png"))
-            files["samples_npz"] = str(atomic_write(out / "samples_seed0.npz", lambda tmp: _savez(tmp, shown)))
+            files["samples"] = str(_image_grids(grid, real, out / "samples.png"))
+            files["samples_npz"] = str(atomic_write(out / "samples_seed0.npz",
+                                                    lambda tmp: _savez(tmp, {key[m]: v for m, v in grid.items()})))
     merged = {**first, "models": models, "seeds": seeds, "runs": runs, "summary": summary, "settings": settings,
               "table": markdown_table(summary, cols, order), "time_s": round(sum(r["time_s"] for r in rs), 1),
               "parts": {p: r["seeds"] for p, r in zip(parts, rs)}, "replaced": replaced,

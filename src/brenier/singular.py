@@ -769,18 +769,16 @@ def auto_kappa(y: np.ndarray, adj: np.ndarray, detour: np.ndarray, searched: np.
     nearest = _nearest_with_facets(y, adj)   # once, not once per kappa
     counts = []
     for k in grid:
-        regular = detour <= k
-        if searched is not None:
-            unknown = ~regular & (searched < k)
-            if unknown.any():
-                comp = _components(n, adj[regular])
-                bridge = unknown & (comp[adj[:, 0]] != comp[adj[:, 1]])
-                if bridge.any():
-                    if graph is None:
-                        graph = hop_graph(y)
-                    refine_detours(y, adj, detour, searched, float(k), graph, labels_only=True, mask=bridge)
-                    regular = detour <= k
-        counts.append(int(_attach_isolated(y, adj, _components(n, adj[regular]), nearest).max()))
+        comp = _components(n, adj[detour <= k])
+        unknown = None if searched is None else (detour > k) & (searched < k)
+        if unknown is not None and unknown.any():
+            bridge = unknown & (comp[adj[:, 0]] != comp[adj[:, 1]])
+            if bridge.any():
+                if graph is None:
+                    graph = hop_graph(y)
+                refine_detours(y, adj, detour, searched, float(k), graph, labels_only=True, mask=bridge)
+                comp = _components(n, adj[detour <= k])   # the bridges found regular join pieces
+        counts.append(int(_attach_isolated(y, adj, comp, nearest).max()))
     return _longest_run_start(grid, counts)
 
 
