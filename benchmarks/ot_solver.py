@@ -144,7 +144,10 @@ def run_ours(method, y, source, tol, device, seed, opts, trace: bool):
     # CPU seconds of this process (all its threads): far less sensitive than wall time to other
     # jobs on a shared machine, so the ratios of both are reported
     out = {"time_s": wall, "cpu_s": cpu, "evaluations": ot.n_evaluations_, "iterations": ot.n_iter_, "converged": ot.converged_,
-           "internal_tv": ot.tv_error_, "stop_reason": getattr(ot, "stop_reason_", None)}
+           "internal_tv": ot.tv_error_, "stop_reason": getattr(ot, "stop_reason_", None),
+           # the path: each evaluation's batch, its debiased TV and what the plan predicted for the next
+           "history": [{k: r[k] for k in ("iteration", "samples", "tv_estimate", "noise_floor", "tv_debiased",
+                                          "predicted_tv", "time") if k in r} for r in ot.history_]}
     if method == "exact":
         out["max_rel_error"] = ot.max_rel_error_
     return out, torch.as_tensor(ot._unique_heights), snaps

@@ -4,6 +4,7 @@ with them (the same cells), and exact and Monte Carlo masses agree within the no
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -131,3 +132,49 @@ def test_exact_and_monte_carlo_masses_agree_within_the_noise_floor(y, seed):
     tv = 0.5 * float((m - nu).abs().sum())
     floor = montecarlo.noise_floor(nu, n_samples)
     assert tv <= 3 * floor + 1e-12
+
+
+@settings(max_examples=300, deadline=None)
+@given(batch=st.integers(1 << 14, 1 << 26), e=st.floats(1e-4, 1.0), f=st.floats(1e-4, 0.5), tol=st.floats(0.005, 0.1),
+       trusted=st.booleans())
+def test_planned_batch_is_bounded_and_aims_at_the_tolerance(batch, e, f, tol, trusted):
+    """The late-phase batch plan of the fresh-sample Newton fit: at most doubling (4x once a step
+    landed as predicted); where the step is predicted to land within the tolerance, the verdict
+    batch certifies it (floor CERTIFY × tol, unless capped); else the next step is planned to land
+    within LAND × tol."""
+    nxt = montecarlo.plan_batch(batch, e, f, tol, trusted=trusted)
+    predicted = montecarlo.predicted_landing(e, f)
+    cap = (4 if trusted else 2) * batch
+    assert predicted == pytest.approx(math.sqrt(montecarlo.STEP_MODEL / (1 / e**2 + 1 / f**2)))
+    floor_next = f * math.sqrt(batch / nxt)  # the floor scales like 1 / sqrt(M)
+    if predicted <= montecarlo.LAND * tol:  # the next evaluation is the verdict
+        assert batch // 2 <= nxt <= 2 * batch
+        ideal = f * f * batch / (montecarlo.CERTIFY * tol) ** 2
+        if batch / 2 < ideal < 2 * batch:
+            assert montecarlo.CERTIFY * tol * (1 - 1e-3) <= floor_next <= montecarlo.CERTIFY * tol * (1 + 1e-9)
+    else:
+        assert batch <= nxt <= cap
+        after = montecarlo.predicted_landing(predicted, floor_next)
+        if nxt < cap:  # not capped: the next step lands within LAND × tol
+            assert after <= montecarlo.LAND * tol * (1 + 1e-6)
+
+
+def test_planned_batches_on_the_measured_60k_path():
+    """The 60,000-code MNIST fit (tolerance 0.028) doubled 3.8e6 (e 0.065) -> 7.7e6 (0.0435) ->
+    1.5e7 (0.0298, over) -> 1.5e7. Once a step has landed as predicted, the plan jumps to the
+    batch that lands the next step within the tolerance, then certifies it."""
+    nxt = montecarlo.plan_batch(3_840_000, 0.0653, 0.0483, 0.028, trusted=True)
+    assert 1.2e7 < nxt < 1.4e7
+    floor = 0.0483 * math.sqrt(3_840_000 / nxt)
+    # the step from 3.8e6 lands near its prediction; the step from the planned batch within the tolerance
+    landed = montecarlo.predicted_landing(montecarlo.predicted_landing(0.0653, 0.0483), floor)
+    assert landed <= montecarlo.LAND * 0.028 * (1 + 1e-6)
+    verdict = montecarlo.plan_batch(nxt, landed, floor, 0.028)
+    assert 1.2e7 < verdict < 1.4e7
+    # untrusted (early), the same state only doubles
+    assert montecarlo.plan_batch(3_840_000, 0.0653, 0.0483, 0.028) == 7_680_000
+    # far from the tolerance the plan is the plain doubling, trusted or not
+    assert montecarlo.plan_batch(960_000, 0.434, 0.0814, 0.028) == 1_920_000
+    # a degenerate floor falls back to doubling
+    assert montecarlo.plan_batch(1000, 0.1, 0.0, 0.03) == 2000
+    assert math.isnan(montecarlo.predicted_landing(0.1, math.nan))
