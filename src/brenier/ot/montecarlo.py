@@ -114,8 +114,6 @@ class BatchStats:
     # independent check of heights fitted on the others. (2, N) per half-sample, and their sizes.
     fresh_halves: torch.Tensor | None = None
     fresh_sizes: tuple[int, int] = (0, 0)
-    candidate_misses: int | None = None  # Hessian rows whose runner-up was not a candidate (None: exact top-k)
-    pair_samples: int = 0  # samples the pair weights are averaged over
 
 
 def noise_floor(nu: torch.Tensor, n_samples: int) -> float:
@@ -141,7 +139,6 @@ def batch_stats(
     hessian_samples: int | None = None,
     cache: AssignmentCache | None = None,
     fitted_rows: tuple[int, int] | None = None,
-    candidates: torch.Tensor | None = None,
 ) -> BatchStats:
     """Count samples per power cell; with ``pairs``, also count near-tie pairs for the Hessian.
 
@@ -161,9 +158,6 @@ def batch_stats(
     fresh pass, so the statistics do not depend on it (only the work does).
     ``fitted_rows``: (rows of half A, rows of half B) that earlier evaluations used: the rows
     after them are also counted apart (``BatchStats.fresh_halves``), the fit's honest check.
-    ``candidates``: (N, C) likely power-diagram neighbours of each cell (``candidate_table``, -1
-    padded): the Hessian's rows then pay an exact argmax with runner-up value plus C scores
-    instead of a top-k over all N (``_near_tie_topk``); cells and runner-ups stay exact.
 
     Under ``distributed.use(comm)`` with P > 1 ranks: with a plain ``BrenierPotential`` rank r
     takes the chunks g ≡ r (mod P) of the batch and the ranks combine counts (all-reduce) and
@@ -197,9 +191,6 @@ def batch_stats(
     cap = hessian_sample_size(n) if hessian_samples is None else int(hessian_samples)
     pair_chunks = max(1, n_chunks(max(cap // 2, 1)))
     pair_n = sum(min(sz, pair_chunks * CHUNK_SIZE) for sz in sizes)
-    if sharded or kp < 2:
-        candidates = None  # (a sharded potential holds a slice of the targets: the exact top-k)
-    fallback = [0]  # rows whose runner-up was not among their candidates
 
     def chunks():
         for half in (0, 1):
@@ -215,7 +206,7 @@ def batch_stats(
                 # sharded potential merges to exactly this list, so both give the same pairs
                 # (never from the cache: a top-k list is rarely certified whole, and the fresh
                 # float32 scores keep the pair weights bit-identical with and without it)
-                yield half, k, (pot.topk(x, kp) if candidates is None else _near_tie_topk(pot, x, kp, candidates, fallback))
+                yield half, k, pot.topk(x, kp)
             elif cache is None:
                 yield half, k, (None, pot.argmax(x)[1][:, None])
             else:
@@ -266,15 +257,12 @@ def batch_stats(
     split_tv = float(0.5 * diff.abs().sum())
     noise_sq = float(diff.square().sum()) / 4  # var(A − B) = 4 var(pooled) for equal halves
     out = BatchStats(counts, n_samples, split_tv=split_tv, noise_sq=noise_sq)
-    if candidates is not None and pairs:
-        out.candidate_misses = fallback[0]
     if track:
         out.fresh_halves = halves[2:]
         out.fresh_sizes = tuple(max(sz - f, 0) for sz, f in zip(sizes, fitted_rows))
     if pairs:
         (uniq,), (acc,) = keys, weights
         out.pairs, out.pair_weights, out.eps = torch.stack([uniq // n, uniq % n], 1), acc / pair_n, eps
-        out.pair_samples = pair_n
     return out
 
 
@@ -287,78 +275,6 @@ def hessian_sample_size(n: int) -> int:
     Larger batches only serve the gradient; above 2^16 targets each top-k sample costs about
     twice an argmax, so the cap is what the late, large batches of a big fit pay."""
     return max(16 * int(n), 1 << 20)
-
-
-#: from this many targets on, the sampled Hessian's top-k comes from candidate neighbours
-#: (``candidate_table``): a top-4 over all N then costs ~2x an argmax (60,000 MNIST codes, d = 16:
-#: 48 against 25 us a sample on 2 threads), the argmax with runner-up value ~1.15x. Below it the
-#: full top-k is cheap, and fits stay identical to the target-sharded ones (tests/test_distributed).
-CANDIDATES_MIN_TARGETS = 16384
-#: candidate neighbours kept per cell: the most weighted pairs of the last sampled Hessian
-CANDIDATE_WIDTH = 32
-
-
-def candidate_table(pairs: torch.Tensor, weights: torch.Tensor, n: int, width: int = CANDIDATE_WIDTH) -> torch.Tensor:
-    """(N, width) int64: each cell's neighbours in the sampled Hessian, heaviest first, -1 padded.
-
-    pairs: (E, 2) cell pairs i < j; weights: (E,) their estimated |H_ij|."""
-    rows = torch.cat([pairs[:, 0], pairs[:, 1]])
-    cols = torch.cat([pairs[:, 1], pairs[:, 0]])
-    order = torch.argsort(-torch.cat([weights, weights]), stable=True)
-    rows, cols = rows[order], cols[order]
-    order = torch.argsort(rows, stable=True)  # grouped by cell, heaviest first within
-    rows, cols = rows[order], cols[order]
-    counts = torch.bincount(rows, minlength=n)
-    pos = torch.arange(rows.shape[0], device=rows.device) - (torch.cumsum(counts, 0) - counts)[rows]
-    keep = pos < width
-    table = torch.full((n, width), -1, dtype=torch.int64, device=rows.device)
-    table[rows[keep], pos[keep]] = cols[keep]
-    return table
-
-
-def _near_tie_topk(pot: BrenierPotential, x: torch.Tensor, k: int, candidates: torch.Tensor, misses: list[int]):
-    """(values (r, k), indices (r, k)) for the sampled Hessian, at ~the cost of an argmax.
-
-    The best cell and the runner-up's score are exact (``pot.runner_up``: one pass over N); the
-    other k − 1 entries are the best of the cell's candidate neighbours (C scores a row). Where
-    the best candidate falls short of the exact runner-up (beyond rounding), the runner-up is not
-    a candidate: those rows take the exact top-k (counted in ``misses[0]``). So the pair with
-    the largest weight is always right; the 3rd and 4th may miss a cell that the last Hessian
-    never saw next to this one (the Hessian is only Newton's preconditioner: that changes the
-    step, not the fixed point).
-    """
-    best_v, best_i, sec_v = pot.runner_up(x)
-    cand = candidates[best_i]                                          # (r, C)
-    valid = (cand >= 0) & (cand != best_i[:, None])  # (a damaged table may list the cell itself)
-    c = cand.clamp_min(0)
-    y = pot.targets
-    h = pot.heights.to(y.dtype)
-    # the gathered candidates (rows, C, d) in row blocks within the memory budget
-    step = max(1, min(pot.memory_budget, 1 << 25) // max(c.shape[1] * y.shape[1] * y.element_size(), 1))
-    xs = x.to(y.dtype)
-    sc = torch.cat([torch.einsum("rd,rcd->rc", xs[a:a + step], y[c[a:a + step]]) + h[c[a:a + step]]
-                    for a in range(0, c.shape[0], step)]) if c.shape[0] else c.to(y.dtype)
-    pot.evaluations += int(valid.sum())
-    sc = sc.masked_fill(~valid, -math.inf)
-    m = min(k - 1, sc.shape[1])
-    v, j = sc.topk(m, dim=1)
-    idx = c.gather(1, j)
-    # the runner-up was scored in compute precision, the candidates in the targets' (float64):
-    # allow one dot product's rounding, (d + 2) u (|x|_1 max|y| + max|h|), per row
-    u = torch.finfo(pot.compute_dtype).eps
-    scale = xs.abs().sum(1) * float(y.abs().max()) + float(pot.heights.abs().max())
-    miss = (v[:, 0] < sec_v.to(v.dtype) - (pot.dim + 2) * u * scale) | ~torch.isfinite(v[:, 0])
-    vals = torch.cat([best_v[:, None].to(v.dtype), v], 1).to(pot.compute_dtype)
-    idx = torch.cat([best_i[:, None], idx], 1)
-    if m < k - 1:  # fewer candidates than asked: pad (weight 0 after the softmax)
-        vals = torch.cat([vals, vals.new_full((vals.shape[0], k - 1 - m), -math.inf)], 1)
-        idx = torch.cat([idx, idx[:, :1].expand(-1, k - 1 - m)], 1)
-    rows = miss.nonzero().squeeze(1)
-    if rows.numel():
-        misses[0] += int(rows.numel())
-        ev, ei = pot.topk(x[rows], k)
-        vals[rows], idx[rows] = ev.to(vals.dtype), ei
-    return vals, idx
 
 
 def _near_tie_width(v: torch.Tensor, q: float) -> float:
@@ -612,7 +528,6 @@ def solve_newton(
     reuse: bool = False,
     line_search: bool = True,
     hessian_k: int = 4,
-    hessian_candidates: bool = True,
 ) -> SolverState:
     """Monte Carlo damped Newton (see the module docstring). Updates ``state`` in place.
 
@@ -631,10 +546,6 @@ def solve_newton(
     best (4: 97.6 % of the entropic weight of the best 8 on MNIST codes, d = 16, and a top-4
     pass ran 1.6x faster than a top-8 over all 60,000 codes: benchmarks/hessian_k.py; κ absorbs
     the rest of the scale).
-    ``hessian_candidates``: from ``CANDIDATES_MIN_TARGETS`` targets on (fresh samples, one
-    process or sample-split ranks), each step's Hessian rows take their cell's candidate
-    neighbours from the last step's sampled Hessian (``candidate_table``) instead of a top-k over
-    all N targets: exact cells and runner-ups, ~the cost of an argmax (``_near_tie_topk``).
     ``line_search``: while the measured mismatch is far above its noise floor (tv > 4 floor), the
     step is halved as long as the energy falls along it, on a small common sample
     (``_energy_line_search``, ~2 N points a try) instead of a whole batch per halving (fresh
@@ -661,8 +572,6 @@ def solve_newton(
         raise ValueError(f"hessian_k: expected an integer ≥ 2, got {hessian_k!r}")
     if not isinstance(line_search, bool):
         raise ValueError(f"line_search: expected True or False, got {line_search!r}")
-    if not isinstance(hessian_candidates, bool):
-        raise ValueError(f"hessian_candidates: expected True or False, got {hessian_candidates!r}")
     if state.batch <= 0:
         # With reuse a batch is fitted, not just measured, before it grows, so the far-off first
         # steps run on a quarter of the sample (4 N): they need direction, not precision.
@@ -708,10 +617,6 @@ def solve_newton(
     if hess is not None and hess[0].numel() and int(hess[0].max()) >= n:
         hess = None
     ratio = float(state.extra.get("ratio", torch.tensor(1.0)))
-    # the last sampled Hessian's neighbours of each cell: where the next Hessian's rows look
-    use_candidates = (hessian_candidates and not reuse and n >= CANDIDATES_MIN_TARGETS
-                      and not getattr(pot, "shards_targets", False) and hessian_k >= 2)
-    cand = _load_candidates(state.extra, pot.device, n) if use_candidates else None
 
     def keep(h_next: torch.Tensor) -> None:
         # the state to continue from: the heights to evaluate next and what the damping needs
@@ -722,8 +627,6 @@ def solve_newton(
             state.extra["ratio"] = _scalar(ratio)
             if hess is not None:
                 state.extra.update(hess_pairs=hess[0], hess_weights=hess[1], hess_eps=_scalar(hess[2]))
-        if cand is not None:
-            state.extra["hessian_candidates"] = cand.to(torch.int32)
         _sync(state, pot, evals0, elapsed0, t0)
         if on_state is not None:
             on_state(state)
@@ -739,7 +642,7 @@ def solve_newton(
         stats = batch_stats(pot, source, state.batch, seed=seed * 100_003 + (0 if reuse else state.iteration),
                             quasi=quasi, pairs=fresh_hessian, eps_quantile=eps_quantile, hessian_samples=hessian_samples,
                             k_pairs=hessian_k,
-                            cache=cache, fitted_rows=tuple(fitted) if reuse else None, candidates=cand)
+                            cache=cache, fitted_rows=tuple(fitted) if reuse else None)
         if reuse and fresh_hessian:
             hess = (stats.pairs, stats.pair_weights, stats.eps)
             ratio = 1.0  # the last ratio judged the old Hessian; the next step judges this one
@@ -750,10 +653,6 @@ def solve_newton(
         rec = _record(state, stats, nu, step=tau, kappa=kappa)
         if reuse:
             rec["hessian"] = "new" if fresh_hessian else "kept"
-        if stats.candidate_misses is not None:
-            rec["hessian_candidate_misses"] = stats.candidate_misses / max(stats.pair_samples, 1)
-        if use_candidates and stats.pairs is not None and fresh_hessian:
-            cand = candidate_table(stats.pairs, stats.pair_weights, n)
         if cache is not None:
             rec["reused_share"] = cache.hits / max(cache.hits + cache.misses, 1)
             cache.hits = cache.misses = 0
@@ -836,15 +735,6 @@ def solve_newton(
 
 
 _PREV_KEYS = ("prev_tv", "prev_g", "prev_h", "prev_delta", "prev_noise")
-
-
-def _load_candidates(extra: dict[str, torch.Tensor], device, n: int) -> torch.Tensor | None:
-    """The candidate table of a resumed fit, if it is whole (else the next Hessian takes a full top-k)."""
-    t = extra.get("hessian_candidates")
-    if (not isinstance(t, torch.Tensor) or t.ndim != 2 or t.shape[0] != n or t.shape[1] < 1
-            or t.dtype not in (torch.int32, torch.int64) or (t.numel() and (int(t.min()) < -1 or int(t.max()) >= n))):
-        return None
-    return t.to(device, torch.int64)
 
 
 def _load_hessian(extra: dict[str, torch.Tensor], device) -> tuple | None:
@@ -1009,8 +899,6 @@ def solve_adam(
             best_g, bad = math.inf, 0
         state.extra = {"m": m, "v": v2, "best_g": _scalar(best_g), "bad": torch.tensor(bad), "lr": _scalar(lr)}
         state.heights = h
-        if cand is not None:
-            state.extra["hessian_candidates"] = cand.to(torch.int32)
         _sync(state, pot, evals0, elapsed0, t0)
         if on_state is not None:
             on_state(state)
