@@ -752,7 +752,7 @@ def _load_hessian(extra: dict[str, torch.Tensor], device) -> tuple | None:
 
 #: Late Newton steps land at sqrt(STEP_MODEL) times the error that a Wiener-weighted step with an
 #: exact Hessian would leave, e f / sqrt(e² + f²): measured 1.03-1.12 x on MNIST codes (d = 16,
-#: N = 20,000 and 60,000, benchmarks/results/ot_solver_mnist60k_h16.json); 1.25 = 1.12².
+#: N = 20,000 and 60,000, benchmarks/results/ot_solver_mnist60k_h16.json and _plan.json); 1.25 = 1.12².
 STEP_MODEL = 1.25
 #: plan_batch aims the last step at LAND x tol and certifies with a floor of CERTIFY x tol
 LAND, CERTIFY = 0.9, 0.95
@@ -786,7 +786,9 @@ def plan_batch(batch: int, e: float, f: float, tol: float, *, growth: float = 2.
     Early steps land far above their prediction (the sampled Hessian, not the noise, limits
     them), so only a step that landed as predicted earns the longer jump.
     Measured on 60,000 MNIST codes (tolerance 0.028): doubling went 3.8e6 (e 0.065) -> 7.7e6
-    (0.0435) -> 1.5e7 (0.0298, over) -> 1.5e7 (0.0206); this plan asks 3.8e6 -> 1.3e7 -> 1.3e7.
+    (0.0435) -> 1.5e7 (0.0298, over) -> 1.5e7 (0.0206); the plan went 3.8e6 -> 1.29e7 (0.0439,
+    predicted 0.0434) -> 1.21e7 (0.0264, predicted 0.0249: converged at its first verdict;
+    benchmarks/results/ot_solver_mnist60k_plan.json).
     """
     grown = int(batch * growth)
     predicted = predicted_landing(e, f)
