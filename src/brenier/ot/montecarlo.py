@@ -751,7 +751,7 @@ def _load_hessian(extra: dict[str, torch.Tensor], device) -> tuple | None:
 
 
 #: Late Newton steps land at sqrt(STEP_MODEL) times the error that a Wiener-weighted step with an
-#: exact Hessian would leave, e f / sqrt(e² + f²): measured 1.03-1.12 x on MNIST codes (d = 16,
+#: exact Hessian would leave, e f / sqrt(e² + f²): measured 1.01-1.12 x on MNIST codes (d = 16,
 #: N = 20,000 and 60,000, benchmarks/results/ot_solver_mnist60k_h16.json and _plan.json); 1.25 = 1.12².
 STEP_MODEL = 1.25
 #: plan_batch aims the last step at LAND x tol and certifies with a floor of CERTIFY x tol
