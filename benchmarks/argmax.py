@@ -49,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brenier._io import write_json  # noqa: E402
+from brenier.ot import fused  # noqa: E402
 from brenier.ot.potential import PROBE_ROWS, TILE_COLUMNS, TILE_ELEMENTS, BrenierPotential, voronoi_heights  # noqa: E402
 from brenier.sources import UniformBall  # noqa: E402
 
@@ -142,7 +143,8 @@ def bench_case(data, n, d, args, device) -> dict | None:
     m = args.samples
     x = UniformBall(d).sample(m, seed=args.seed + 7, device=device).to(torch.float32)
     row = {"data": data, "n": n, "d": d, "m": m, "steps": args.steps, "heights_s": t_h}
-    pots = {s: BrenierPotential(y, h, search=s, seed=args.seed) for s in ("brute", "tiled", "pruned", "auto")}
+    names = ["brute", "tiled", "pruned"] + (["fused"] if fused.available() and device.type == "cpu" else []) + ["auto"]
+    pots = {s: BrenierPotential(y, h, search=s, seed=args.seed) for s in names}
     row["mm_pairs_per_s"] = matmul_rate(x, pots["brute"]._yt)
     # warm-up (allocator, BLAS init; for auto also its index and a first decision), then the timed
     # runs on all M; auto is timed in its steady state within a fit: index built, heights just set,
@@ -152,7 +154,7 @@ def bench_case(data, n, d, args, device) -> dict | None:
         p.reset_count()
     row["index_s"] = _index_time(y, h, args.seed, device)
     results = {}
-    for name in ("brute", "tiled", "pruned", "auto"):
+    for name in names:
         p = pots[name]
         if name == "auto":
             p.set_heights(h)  # forget the warm-up's decision: the probe is part of the timed call
@@ -180,6 +182,18 @@ def bench_case(data, n, d, args, device) -> dict | None:
         r["n_different"] = int((idx != ref).sum())
         r["speedup"] = results["brute"]["s"] / r["s"]
     row["methods"] = results
+    if args.topk > 1:  # the Newton Hessian's query: a top-k per sample
+        tops, ref_idx = {}, None
+        for name in [v for v in names if v != "pruned"]:
+            p = pots[name]
+            p.topk(x[:256], args.topk)  # warm-up
+            if name == "auto":
+                p.set_heights(h)
+            t, (_, idx) = _timed(device, lambda p=p: p.topk(x, args.topk))
+            ref_idx = idx if ref_idx is None else ref_idx  # brute comes first
+            tops[name] = {"s": t, "pairs_per_s": m * n / t, "speedup": tops["brute"]["s"] / t if tops else 1.0,
+                          "identical_rows": float((idx == ref_idx).all(1).double().mean())}
+        row["topk"] = {"k": args.topk, "methods": tops}
     return row
 
 
@@ -197,6 +211,7 @@ def main(argv=None) -> int:
     ap.add_argument("--samples", type=int, default=20000, help="M samples per case")
     ap.add_argument("--steps", type=int, default=2, help="mass-balancing steps after the Voronoi start")
     ap.add_argument("--step-samples", type=int, default=100000)
+    ap.add_argument("--topk", type=int, default=4, help="also time a top-k (the Newton Hessian's query); 0: skip")
     ap.add_argument("--keops", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--keops-rows", type=int, default=2000, help="samples KeOps runs on (it is slow on CPU)")
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
@@ -244,6 +259,10 @@ def _print_rows(rows) -> None:
             print(f"| {r['data']} | {r['n']} | {r['d']} | {label} | {s['pairs_per_s'] / 1e9:.2f} | "
                   f"{s['pairs_per_s'] / mm:.2f} | {s['evals_per_mn']:.3g} | {s['speedup']:.2f}× | "
                   f"{100 * s['identical']:.3f} %{diff} |")
+        top = r.get("topk")
+        for name, s in (top["methods"].items() if top else ()):
+            print(f"| {r['data']} | {r['n']} | {r['d']} | top-{top['k']} {name} | {s['pairs_per_s'] / 1e9:.2f} | "
+                  f"{s['pairs_per_s'] / mm:.2f} | 1 | {s['speedup']:.2f}× | {100 * s['identical_rows']:.3f} % of rows |")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import brenier.ot.potential as potential
+from brenier.ot import fused
 from brenier.ot.potential import BrenierPotential, voronoi_heights
+
+needs_fused = pytest.mark.skipif(not fused.available(), reason=f"fused kernel unavailable: {fused.unavailable_reason()}")
+FUSED = pytest.param("fused", marks=needs_fused)
 
 
 def _ball(m, d, seed, radius=1.0):
@@ -60,7 +64,7 @@ def _assert_same_argmax(pot, ref, x):
     return i
 
 
-@pytest.mark.parametrize("search", ["tiled", "pruned"])
+@pytest.mark.parametrize("search", ["tiled", "pruned", FUSED])
 @pytest.mark.parametrize("kind", ["gaussian", "clustered", "far"])
 @pytest.mark.parametrize("hkind", ["voronoi", "random"])
 def test_argmax_and_topk_match_brute_force(search, kind, hkind):
@@ -74,7 +78,11 @@ def test_argmax_and_topk_match_brute_force(search, kind, hkind):
     v, i = pot.topk(x, 3)
     rv, ri = ref.topk(x, 3)
     torch.testing.assert_close(v, rv, rtol=1e-6, atol=1e-6)
-    assert (i == ri).float().mean() > 0.999
+    # indices equal except at float32 near-ties: there the float64 scores of both picks agree
+    bad = i != ri
+    s64 = x.double() @ y.double().T + h.double()
+    gap = (s64.gather(1, i) - s64.gather(1, ri)).abs()
+    assert bool((gap[bad] <= 1e-5).all()) and bad.float().mean() < 0.002
 
 
 def test_pruned_skips_work_on_clustered_targets_and_counts_it():
@@ -93,7 +101,7 @@ def test_pruned_skips_work_on_clustered_targets_and_counts_it():
 
 def test_brute_and_tiled_count_every_pair():
     y = _targets("gaussian", 500, 3, seed=0)
-    for search in ("brute", "tiled"):
+    for search in ("brute", "tiled") + (("fused",) if fused.available() else ()):
         pot = BrenierPotential(y, torch.zeros(500), search=search)
         pot.argmax(_ball(70, 3, seed=1))
         pot.topk(_ball(30, 3, seed=2), 2)
@@ -123,7 +131,7 @@ def _lexi_topk(s: np.ndarray, k: int):
     return np.take_along_axis(s, order, 1), order
 
 
-@pytest.mark.parametrize("search", ["brute", "tiled", "pruned"])
+@pytest.mark.parametrize("search", ["brute", "tiled", "pruned", FUSED])
 def test_exact_ties_go_to_the_lowest_index(search):
     # small integers: every score is exact in float32, ties are real; duplicated targets tie everywhere
     g = torch.Generator().manual_seed(11)
@@ -167,7 +175,7 @@ def test_auto_probes_and_stays_exact(monkeypatch):
     pot = BrenierPotential(y, h)  # search="auto"
     x = _ball(1000, 4, seed=13)
     _assert_same_argmax(pot, BrenierPotential(y, h, search="brute"), x)
-    assert pot.last_probe is not None and pot.last_probe["choice"] in ("pruned", "tiled")
+    assert pot.last_probe is not None and pot.last_probe["choice"] in ("pruned", "tiled", "fused")
     assert pot.last_probe["rows"] == 256 and 0 < pot.last_probe["work_share"] < 1.5
     pot.set_heights(h + 0.01)
     assert pot._choice is None  # new heights: probe again at the next large query
@@ -181,7 +189,7 @@ def test_blocks_budget_and_empty_input():
     h = voronoi_heights(y, torch.zeros(3), 1.0)
     x = _ball(700, 3, seed=15)
     ref_i = BrenierPotential(y, h, search="brute").argmax(x)[1]
-    for search in ("tiled", "pruned"):
+    for search in ("tiled", "pruned") + (("fused",) if fused.available() else ()):
         pot = BrenierPotential(y, h, search=search, memory_budget=2**15)  # tiny tiles and chunks
         i = _assert_same_argmax(pot, BrenierPotential(y, h, search="brute"), x)
         assert (i == ref_i).all()
@@ -190,8 +198,9 @@ def test_blocks_budget_and_empty_input():
         v, i3 = pot.topk(x[:0], 2)
         assert v.shape == (0, 2) and i3.shape == (0, 2)
         assert pot.argmax(x[:0])[1].shape == (0,)
-    v, i = BrenierPotential(y[:100], h[:100], search="pruned").topk(x, 5000)  # k capped at N
-    assert v.shape == (700, 100) and torch.equal(i, BrenierPotential(y[:100], h[:100], search="brute").topk(x, 100)[1])
+    for search in ("pruned",) + (("fused",) if fused.available() else ()):  # k capped at N (fused: k > MAX_K runs tiled)
+        v, i = BrenierPotential(y[:100], h[:100], search=search).topk(x, 5000)
+        assert v.shape == (700, 100) and torch.equal(i, BrenierPotential(y[:100], h[:100], search="brute").topk(x, 100)[1])
 
 
 def test_bad_input():

@@ -47,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from brenier.ot import fused as _fused_kernel
+
 #: default bound on the bytes of one block of scores (rows x N x 4 bytes)
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
@@ -64,18 +66,27 @@ AUTO_MIN_TARGETS = 8192
 #: N = 100: argmax 3.6 ms brute vs 23 ms tiled, top-8 42 vs 79 ms; N = 1,000: top-8 equal, argmax
 #: tiled 2.6x faster). k <= 1 (argmax) switches earlier than a top-k.
 AUTO_BRUTE_MAX = {"argmax": 256, "topk": 1024}
+#: the same against the fused kernel (measured, 16,384 x N, d = 8, 2 threads, ms brute / fused:
+#: N = 100: argmax 1.5 / 4.7, top-2 10.6 / 5.5, top-8 13.2 / 16.5; N = 256: argmax 5.9 / 5.9,
+#: top-8 36 / 17; N = 1,000: argmax 31 / 11.5)
+AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 128}
 #: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
 #: "auto" keeps pruning when it computes less than this share of the brute-force pairs (pairs +
 #: bounds): measured on this CPU, a pruned pair costs ~2x a tiled one (gathers, small blocks,
 #: per-group merges), so 0.35 leaves a margin (benchmarks/argmax.py)
 PRUNE_PAYS = 0.35
+#: the same threshold against the fused kernel (``brenier.ot.fused``), for argmax; a top-k (k >= 2)
+#: never prunes against it. Measured on this CPU, 60,000 clustered targets, d = 16, 20,000 samples
+#: (pruned / fused wall time at the pruned search's share of the pairs): argmax 0.55 at 0.043, 0.87
+#: at 0.12, 1.22 at 0.43; top-4 1.62 already at 0.048 (its per-group merges dominate).
+PRUNE_PAYS_FUSED = 0.12
 
 #: above this k a top-k runs on the tiled path: the pruned search's per-group merges of k-long
 #: lists cost more than they save (the bound of the k-th best also prunes little)
 PRUNED_MAX_K = 32
 
-SEARCHES = ("auto", "brute", "tiled", "pruned")
+SEARCHES = ("auto", "brute", "tiled", "pruned", "fused")
 
 
 class BrenierPotential:
@@ -112,6 +123,10 @@ class BrenierPotential:
             raise ValueError(f"targets (N, d) and heights (N,) expected, got {tuple(targets.shape)} and {tuple(heights.shape)}")
         if search not in SEARCHES:
             raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+        if search == "fused" and not _fused_possible(targets.device, compute_dtype):
+            raise RuntimeError(f"search='fused' needs float32 scores on the CPU and a compiled kernel "
+                               f"(device {targets.device}, compute_dtype {compute_dtype}): "
+                               f"{_fused_kernel.unavailable_reason() or 'not a CPU float32 potential'}")
         if n_groups is not None and (int(n_groups) < 1 or int(n_groups) > targets.shape[0]):
             raise ValueError(f"n_groups must be in [1, N={targets.shape[0]}], got {n_groups}")
         if int(memory_budget) < 1:
@@ -127,6 +142,7 @@ class BrenierPotential:
         self.evaluations = 0
         self.bound_evaluations = 0
         self._index: _TargetGroups | None = None
+        self._packed: _fused_kernel.PackedTargets | None = None  # the fused kernel's target panels
         self._choice: str | None = None  # what "auto" settled on for the current heights
         self.last_probe: dict | None = None  # timings of "auto"'s last probe (for benchmarks)
         self.set_heights(heights)
@@ -149,6 +165,8 @@ class BrenierPotential:
         self._h = self.heights.to(self.compute_dtype)[None, :]
         if self._index is not None:
             self._index.set_heights(self._h[0])
+        if self._packed is not None:
+            self._packed.set_heights(self._h[0])
         if self.search == "auto" and self._choice is not None:
             self._choice = None  # pruning's yield depends on h: probe again at the next query
 
@@ -220,10 +238,13 @@ class BrenierPotential:
         vals, idx, sec = [], [], []
         for xb in self._blocks(x):
             mode = self.search
-            if mode == "auto":
-                mode = self._auto(xb, None)
+            if mode == "auto":  # against the fused kernel a top-2 is the runner-up's cheapest path
+                mode = self._auto(xb, 2 if _fused_possible(self.device, self.compute_dtype) else None)
             if mode == "tiled":
                 v, i, s = self._tiled(xb, None, second=True)
+            elif mode == "fused" and self.n_targets > 1:
+                v2, i2 = self._fused(xb, 2)
+                v, i, s = v2[:, 0], i2[:, 0], v2[:, 1]
             elif self.n_targets == 1:
                 v, i = self._query(xb, None)
                 s = torch.full_like(v, -math.inf)
@@ -256,7 +277,10 @@ class BrenierPotential:
             mode = self._auto(xb, k)
         if mode == "brute":
             return self._brute(xb, k)
-        if mode == "tiled" or (k is not None and k > PRUNED_MAX_K):
+        if mode == "fused" and (k is None or k <= _fused_kernel.MAX_K):
+            v, i = self._fused(xb, 1 if k is None else k)
+            return (v[:, 0], i[:, 0]) if k is None else (v, i)
+        if mode in ("tiled", "fused") or (k is not None and k > PRUNED_MAX_K):
             return self._tiled(xb, k)
         return self._pruned(xb, k)
 
@@ -270,19 +294,20 @@ class BrenierPotential:
         not depend on which rows happened to be probed -- the tiled and pruned paths can round one
         score differently in the last float32 bit, and without this a fit split over ranks (each
         probing its own first chunk) drifted from the one-process fit by 2.4e-7 at N = 20,000."""
-        if self.n_targets <= AUTO_BRUTE_MAX["argmax" if k is None or k <= 1 else "topk"]:
+        dense = "fused" if _fused_possible(self.device, self.compute_dtype) else "tiled"
+        if self.n_targets <= (AUTO_BRUTE_MAX_FUSED if dense == "fused" else AUTO_BRUTE_MAX)["argmax" if k is None or k <= 1 else "topk"]:
             return "brute"
-        if self.n_targets < AUTO_MIN_TARGETS or (k is not None and k > PRUNED_MAX_K):
-            return "tiled"
+        if self.n_targets < AUTO_MIN_TARGETS or (k is not None and k > (1 if dense == "fused" else PRUNED_MAX_K)):
+            return dense
         if self._choice is not None:
             return self._choice
         if xb.shape[0] < PROBE_ROWS:
-            return "tiled"  # too few rows to judge: the safe path, decide on a bigger query
+            return dense  # too few rows to judge: the safe path, decide on a bigger query
         probe = xb[:PROBE_ROWS]
         e0 = self.evaluations
         self._pruned(probe, k)
         share = (self.evaluations - e0) / (probe.shape[0] * self.n_targets)
-        self._choice = "pruned" if share < PRUNE_PAYS else "tiled"
+        self._choice = "pruned" if share < (PRUNE_PAYS_FUSED if dense == "fused" else PRUNE_PAYS) else dense
         self.last_probe = {"rows": probe.shape[0], "work_share": share, "choice": self._choice}
         return self._choice
 
@@ -297,6 +322,14 @@ class BrenierPotential:
             vals.append(v)
             idx.append(i)
         return _cat(vals, self.compute_dtype, self.device), _cat(idx, torch.int64, self.device)
+
+    def _fused(self, xb: torch.Tensor, k: int):
+        """The fused CPU kernel (``brenier.ot.fused``): values (b, k), indices (b, k)."""
+        if self._packed is None:
+            self._packed = _fused_kernel.PackedTargets(self.targets)
+            self._packed.set_heights(self._h[0])
+        self.evaluations += xb.shape[0] * self.n_targets
+        return _fused_kernel.topk(xb, self._packed, k)
 
     def _tile_shape(self) -> tuple[int, int]:
         cols = min(self.n_targets, TILE_COLUMNS)
@@ -714,6 +747,11 @@ def _tiled_topk(x: torch.Tensor, yt: torch.Tensor, h: torch.Tensor, buf: torch.T
             mv, mi = _merge_topk(best_v[upd], best_i[upd], tv, c + cand.gather(1, tj), k)
             best_v[upd], best_i[upd] = mv, mi
     return best_v, best_i
+
+
+def _fused_possible(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused CPU kernel serves this potential (CPU, float32 scores, kernel compiled)."""
+    return torch.device(device).type == "cpu" and dtype == torch.float32 and _fused_kernel.available()
 
 
 def _route(mask: torch.Tensor) -> list[tuple[int, torch.Tensor]]:

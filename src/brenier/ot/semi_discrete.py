@@ -96,7 +96,7 @@ class SemiDiscreteOT:
         Use scrambled Sobol points (randomised QMC) for Monte Carlo integrals.
     memory_budget : int >= 1
         Bytes allowed for one block of scores (rows × N × 4).
-    search : {"auto", "brute", "tiled", "pruned"}
+    search : {"auto", "brute", "tiled", "pruned", "fused"}
         How ``BrenierPotential`` finds the best targets; every choice gives the same argmax / top-k
         ("brute" is the reference; "auto" picks the fastest exact path, see ``brenier.ot.potential``).
     max_iter : int >= 1, optional
