@@ -1,7 +1,7 @@
 """The Brenier potential u_h(x) = max_i <x, y_i> + h_i and its chunked, exact search.
 
 Every solver and sampler in brenier spends its time here: an argmax (or top-k) over the
-scores ``<x, y_i> + h_i`` of M points against N targets. Three exact paths, one tie rule
+scores ``<x, y_i> + h_i`` of M points against N targets. Four exact paths, one tie rule
 (argmax: the lowest target index among equal scores, as ``torch.max``; top-k: best first, equal
 scores by ascending index, and at the k-th place the lowest indices kept):
 
@@ -20,21 +20,28 @@ scores by ascending index, and at the k-th place the lowest indices kept):
   only groups whose bound reaches it (minus a rounding allowance) are evaluated, as dense
   sub-blocks (samples routed per group). The grouping depends on the targets only;
   ``set_heights`` refreshes the height parts of the bounds in O(N d).
+* ``"fused"`` — CPU, float32: every score, but none written to memory. A small C kernel
+  (``brenier.ot.fused``, compiled at first use with the machine's compiler) keeps an 8 x 32 score
+  block in vector registers and compares it with each row's k-th best. Measured on this 2-core
+  CPU, all 60,000 MNIST codes, d = 16: argmax 3.2 G pairs/s (tiled 2.2, matmul alone 2.2),
+  top-4 3.1 (tiled 0.8); d = 64: 1.3, the FMA units' peak (``benchmarks/results/argmax_fused.json``).
 
-``"auto"`` (the default) uses ``"tiled"`` for small N (< 8192) and otherwise runs ``"pruned"`` on
-one probe block after each change of heights; it keeps pruning if the probe computed under 35 % of
-the pairs and falls back to ``"tiled"`` otherwise. Pruning does not pay at low N, in high
-dimension, or for targets without well-separated clusters: measured, on real MNIST codes
-(d = 16, 60,000) the ball bounds still leave ~60 % of the pairs, and ``"auto"`` falls back.
+``"auto"`` (the default) uses ``"brute"`` for small N; otherwise the dense path -- ``"fused"``
+where it is available (CPU, float32 scores, a C compiler), else ``"tiled"`` -- except that for
+N >= 8192 it runs ``"pruned"`` on one probe block after each change of heights and keeps pruning
+if the probe computed under 35 % of the pairs (12 % against the fused kernel, which a top-k never
+prunes against). Pruning does not pay at low N, in high dimension, or for targets without
+well-separated clusters: measured, on real MNIST codes (d = 16, 60,000) the ball bounds still
+leave ~60 % of the pairs.
 
 Rounding: scores are computed in ``compute_dtype``; BLAS rounds one pair's score differently
 depending on its place in a block (measured with MKL: column alignment, tiny blocks), so two paths
 may return different targets where the two best scores are within float32 rounding of each other
-(values then agree to that rounding). Where the arithmetic is exact (e.g. small integers) the
+(values then agree to that rounding). The fused kernel rounds a pair the same way wherever it
+sits (h, then d multiply-adds in order). Where the arithmetic is exact (e.g. small integers) all
 paths agree bitwise. KeOps' ``LazyTensor.argmax`` (pykeops 2.3) compiled here in ~11 s but ran at
-~0.02 G pairs/s on this CPU, far below ``"tiled"``: not used. On CUDA the same code runs (device
-agnostic); a fused kernel (KeOps or Triton: tile scores kept in registers/shared memory, reduced to
-(max, argmax) before anything is written) is the natural next step there.
+~0.02 G pairs/s on this CPU, far below ``"tiled"``: not used. On CUDA the tiled path runs (device
+agnostic); a fused CUDA kernel (Triton or KeOps) is the natural next step there.
 Everything stays on the targets' device; no (M, N) matrix larger than ``memory_budget`` exists.
 """
 
@@ -72,6 +79,10 @@ AUTO_BRUTE_MAX = {"argmax": 256, "topk": 1024}
 AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 128}
 #: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
+#: the same when the alternative is the fused kernel: pruning must then skip ~90 % of the pairs to
+#: pay, which 512 rows tell as well, and a 2,048-row probe cost ~20 % of a 20,000-row argmax at
+#: N = 60,000 (benchmarks/results/argmax_fused.json, "auto" against "fused")
+PROBE_ROWS_FUSED = 512
 #: "auto" keeps pruning when it computes less than this share of the brute-force pairs (pairs +
 #: bounds): measured on this CPU, a pruned pair costs ~2x a tiled one (gathers, small blocks,
 #: per-group merges), so 0.35 leaves a margin (benchmarks/argmax.py)
@@ -96,7 +107,8 @@ class BrenierPotential:
     Scores are computed in ``compute_dtype`` (float32 by default: the Monte Carlo noise is far
     above its rounding) on the targets' device.
 
-    search : ``"auto"`` (default), ``"brute"`` (the reference), ``"tiled"`` or ``"pruned"``; all
+    search : ``"auto"`` (default), ``"brute"`` (the reference), ``"tiled"``, ``"pruned"`` or
+        ``"fused"`` (CPU float32; RuntimeError where its kernel cannot be compiled); all
         give the same argmax / top-k under one tie rule, up to float rounding at near-ties (see
         the module docstring). ``n_groups`` (default ~sqrt(N)) and ``seed`` set the k-means
         grouping of the pruned search (built at its first query, kept across ``set_heights``).
@@ -285,10 +297,11 @@ class BrenierPotential:
         return self._pruned(xb, k)
 
     def _auto(self, xb: torch.Tensor, k: int | None):
-        """"brute", "tiled" or "pruned" for this query.
+        """"brute", "tiled", "fused" or "pruned" for this query.
 
-        The probe runs the pruned search on the first PROBE_ROWS rows and counts its work; pruning
-        is kept when it computed under PRUNE_PAYS of the brute-force pairs. A count, not a timing:
+        The probe runs the pruned search on the first PROBE_ROWS rows (PROBE_ROWS_FUSED against
+        the fused kernel) and counts its work; pruning is kept when it computed under PRUNE_PAYS
+        (PRUNE_PAYS_FUSED) of the brute-force pairs. A count, not a timing:
         deterministic and free of the machine's load. The probe's answers are discarded (its work
         is still counted): every row is then answered by the chosen path alone, so a result does
         not depend on which rows happened to be probed -- the tiled and pruned paths can round one
@@ -301,9 +314,10 @@ class BrenierPotential:
             return dense
         if self._choice is not None:
             return self._choice
-        if xb.shape[0] < PROBE_ROWS:
+        rows = min(PROBE_ROWS, PROBE_ROWS_FUSED) if dense == "fused" else PROBE_ROWS
+        if xb.shape[0] < rows:
             return dense  # too few rows to judge: the safe path, decide on a bigger query
-        probe = xb[:PROBE_ROWS]
+        probe = xb[:rows]
         e0 = self.evaluations
         self._pruned(probe, k)
         share = (self.evaluations - e0) / (probe.shape[0] * self.n_targets)
