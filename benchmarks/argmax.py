@@ -1,4 +1,4 @@
-"""Benchmark of the exact argmax behind ``BrenierPotential``: brute force vs tiled vs pruned (vs KeOps).
+"""Benchmark of the exact argmax behind ``BrenierPotential``: brute force vs tiled vs pruned vs fused (vs KeOps).
 
 On the same inputs, in one process (timings on a shared machine are noisy: compare the ratios):
 
@@ -11,6 +11,9 @@ On the same inputs, in one process (timings on a shared machine are noisy: compa
                index build (k-means) is timed apart (``index_s``) and the time column excludes it;
 * ``auto``    — the default, in its steady state within a fit (index built; heights just set, so
                one probe of the pruned search, then pruned or tiled), probe included in its time;
+* ``fused``   — the fused CPU kernel (``search="fused"``, ``brenier.ot.fused``): scores kept in
+               registers; with its bfloat16 screen where the CPU has AVX512-BF16, and then also
+               ``fused-f32``, the same kernel without the screen;
 * ``keops``   — ``pykeops`` ``LazyTensor.argmax`` when importable (an optional extra; compiled at
                first use, that compile time is excluded), on at most ``--keops-rows`` samples.
 
@@ -145,6 +148,12 @@ def bench_case(data, n, d, args, device) -> dict | None:
     row = {"data": data, "n": n, "d": d, "m": m, "steps": args.steps, "heights_s": t_h}
     names = ["brute", "tiled", "pruned"] + (["fused"] if fused.available() and device.type == "cpu" else []) + ["auto"]
     pots = {s: BrenierPotential(y, h, search=s, seed=args.seed) for s in names}
+    if "fused" in names and fused.bf16_available() and n >= fused.SCREEN_MIN_TARGETS:
+        # the fused kernel without its bfloat16 screen, beside it (same answers, bit for bit)
+        names.insert(names.index("fused"), "fused-f32")
+        pots["fused-f32"] = BrenierPotential(y, h, search="fused", seed=args.seed)
+        pots["fused-f32"]._packed = fused.PackedTargets(y, screen=False)
+        pots["fused-f32"]._packed.set_heights(pots["fused-f32"]._h[0])
     row["mm_pairs_per_s"] = matmul_rate(x, pots["brute"]._yt)
     # warm-up (allocator, BLAS init; for auto also its index and a first decision), then the timed
     # runs on all M; auto is timed in its steady state within a fit: index built, heights just set,

@@ -14,6 +14,7 @@ import brenier.ot.fused as fused
 from brenier.ot.potential import BrenierPotential
 
 pytestmark = pytest.mark.skipif(not fused.available(), reason=f"fused kernel unavailable: {fused.unavailable_reason()}")
+needs_bf16 = pytest.mark.skipif(not fused.bf16_available(), reason="no AVX512-BF16 on this CPU")
 
 
 @settings(max_examples=25, deadline=None)
@@ -44,14 +45,15 @@ def test_fused_equals_brute_on_small_integer_problems(n, d, m, seed, k, chunk_by
     assert pot.evaluations == (3 if n > 1 else 2) * m * n
 
 
-def test_rows_do_not_depend_on_threads_or_blocks():
+@pytest.mark.parametrize("screen", [False, pytest.param(True, marks=needs_bf16)])
+def test_rows_do_not_depend_on_threads_or_blocks(screen):
     g = torch.Generator().manual_seed(1)
     y, x = torch.randn(3000, 16, generator=g), torch.randn(1001, 16, generator=g)
-    packed = fused.PackedTargets(y)
+    packed = fused.PackedTargets(y, screen=screen)
     packed.set_heights(0.1 * torch.randn(3000, generator=g))
     one = fused.topk(x, packed, 4, threads=1)
     two = fused.topk(x, packed, 4, threads=2)
-    parts = [fused.topk(p, packed, 4, threads=1) for p in x.split(97)]
+    parts = [fused.topk(p, packed, 4, threads=1)[:2] for p in x.split(97)]
     for got in (two, tuple(torch.cat(c) for c in zip(*parts))):
         assert torch.equal(got[0], one[0]) and torch.equal(got[1], one[1])
     # the value is h_n plus d multiply-adds: within float32 rounding of the float64 score
@@ -118,12 +120,61 @@ def test_bad_input_and_padding():
     packed = fused.PackedTargets(y)
     packed.set_heights(torch.zeros(40))
     assert packed.hpad.shape[0] % packed.width == 0 and bool(torch.isinf(packed.hpad[40:]).all())
-    v, i = fused.topk(torch.randn(9, 3), packed, 40)
+    v, i, _ = fused.topk(torch.randn(9, 3), packed, 40)
     assert bool((i < 40).all()) and bool(torch.isfinite(v).all())
     assert sorted(i[0].tolist()) == list(range(40))  # k = N: every real target once
     with pytest.raises(ValueError, match="k must be"):
         fused.topk(torch.randn(2, 3), packed, 41)
     with pytest.raises(ValueError, match=r"\(M, 3\)"):
         fused.topk(torch.randn(2, 4), packed, 1)
-    v, i = fused.topk(torch.randn(0, 3), packed, 2)
+    v, i, _ = fused.topk(torch.randn(0, 3), packed, 2)
     assert v.shape == (0, 2) and i.shape == (0, 2)
+
+
+@needs_bf16
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 300), st.integers(1, 33), st.integers(1, 40), st.integers(0, 2**31 - 1), st.integers(1, 6),
+       st.sampled_from([1e-3, 1.0, 1e3]), st.sampled_from([0.0, 1e-4, 1.0, 50.0]), st.booleans())
+def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hscale, near_ties):
+    """Random float data at several scales, heights small or dominant, and near-ties (targets
+    duplicated up to one ulp): the screened answer is the float32 kernel's, bit for bit."""
+    g = torch.Generator().manual_seed(seed)
+    y = scale * torch.randn(n, d, generator=g)
+    if near_ties and n > 1:
+        y[1::2] = torch.nextafter(y[0::2][: y[1::2].shape[0]], torch.tensor(float("inf")))
+    h = hscale * torch.randn(n, generator=g)
+    x = torch.randn(m, d, generator=g) / scale
+    k = min(k, n)
+    plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+    assert plain.ybf is None and screened.ybf is not None
+    for p in (plain, screened):
+        p.set_heights(h)
+    v0, i0, r0 = fused.topk(x, plain, k)
+    v1, i1, r1 = fused.topk(x, screened, k)
+    assert torch.equal(i0, i1) and torch.equal(v0, v1)
+    assert r0 == 0 and 0 < r1 <= m * plain.panels * plain.width  # the first panel of a row is always rescored
+
+
+@needs_bf16
+def test_bf16_screen_on_mnist_like_scale_skips_most_panels(monkeypatch):
+    g = torch.Generator().manual_seed(4)
+    y = torch.randn(6000, 16, generator=g)
+    y = y / y.norm(dim=1).max()
+    h = -0.5 * (y * y).sum(1) + 0.002 * torch.randn(6000, generator=g)
+    x = torch.randn(3000, 16, generator=g)
+    x = x / x.norm(dim=1, keepdim=True) * torch.rand(3000, 1, generator=g) ** (1 / 16)
+    pot = BrenierPotential(y, h.double(), search="fused")
+    ref = BrenierPotential(y, h.double(), search="brute")
+    v, i = pot.argmax(x)
+    assert pot._packed.ybf is not None  # 6,000 >= SCREEN_MIN_TARGETS: screened
+    rv, ri = ref.argmax(x)
+    assert (i == ri).float().mean() > 0.999
+    torch.testing.assert_close(v, rv, rtol=1e-6, atol=1e-6)
+    # every pair screened once, plus the rescored ones: a few per cent here, counted
+    extra = pot.evaluations - 3000 * 6000
+    assert 0 < extra < 0.1 * 3000 * 6000
+    monkeypatch.setattr(fused, "SCREEN", False)
+    plain = BrenierPotential(y, h.double(), search="fused")
+    pv, pi = plain.argmax(x)
+    assert plain._packed.ybf is None and plain.evaluations == 3000 * 6000
+    assert torch.equal(pi, i) and torch.equal(pv, v)

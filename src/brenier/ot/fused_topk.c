@@ -17,6 +17,9 @@
  */
 #include <math.h>
 #include <stdint.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX512F__)
 #define L 16 /* 32 vector registers: 8 rows x 2 accumulators + 2 target vectors */
@@ -94,4 +97,108 @@ void brenier_topk_f32(const float *x, int64_t m, int64_t d, const float *ypack, 
             }
         }
     }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The same top-k, screened in bfloat16 (CPUs with AVX512-BF16): twice the multiply-adds per
+ * instruction. Each R x P block is first scored from bf16 copies of x and y (products exact in
+ * float32, float32 sums); a row looks at a panel only if some screened score s~ could still beat
+ * its k-th best, i.e. s~ > kth - err, with err a rigorous bound on |s~ - s| (s: the float32
+ * kernel's score). Such a panel is rescored for that row in float32 exactly as above (same order
+ * of multiply-adds: the same bits), and only those scores enter the list. So the answer is the
+ * float32 kernel's answer, bit for bit; only the work differs.
+ *
+ * The bound, for |x| the row's norm, ymax >= every |y_n|, hmax >= every |h_n|, u = 2^-8 (bf16)
+ * and v = 2^-24 (float32): rounding x and y to bf16 moves sum_q x_q y_q by at most
+ * (2u + u^2) sum |x_q y_q| <= 2^-7 (1 + 2^-9) |x| ymax; each of the two sums rounds at most d
+ * times, v times a partial sum bounded by hmax + 1.01 |x| ymax; flushed subnormals add at most
+ * d 2^-126 (ymax + |x| + 2). The constants below round each term up.
+ *
+ * xbf: (m, d2) pairs of bf16 (x_2q low, x_2q+1 high); ybf: (npanels, d2, P, 2) bf16.
+ * Returns the number of (row, panel) rescorings, or -1 when compiled without AVX512-BF16.
+ */
+int brenier_has_bf16(void) {
+#if defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_t d, int64_t d2,
+                          const float *ypack, const uint16_t *ybf, const float *hpad, int64_t npanels,
+                          int64_t chunk, int32_t k, double ymax, double hmax, float *tv, int64_t *ti) {
+#if defined(__AVX512BF16__) && L == 16
+    int64_t rescored = 0;
+    const double cx = ldexp(1.0, -7) * 1.002 + 2.1 * (double)d * ldexp(1.0, -24);
+    const double ch = 2.1 * (double)d * ldexp(1.0, -24);
+    const double tiny = (double)d * ldexp(1.0, -126);
+    for (int64_t i = 0; i < m * k; i++) {
+        tv[i] = -INFINITY;
+        ti[i] = 0;
+    }
+    if (chunk < 1) chunk = 1;
+    for (int64_t c0 = 0; c0 < npanels; c0 += chunk) {
+        int64_t c1 = c0 + chunk < npanels ? c0 + chunk : npanels;
+        for (int64_t r0 = 0; r0 < m; r0 += R) {
+            int nr = m - r0 < R ? (int)(m - r0) : R;
+            const float *xr[R];
+            const uint32_t *xb[R];
+            float err[R];
+            for (int r = 0; r < R; r++) {
+                int64_t row = r0 + (r < nr ? r : 0);
+                xr[r] = x + row * d;
+                xb[r] = xbf + row * d2;
+                double nx = 0;
+                for (int64_t q = 0; q < d; q++) nx += (double)xr[r][q] * xr[r][q];
+                nx = sqrt(nx) * (1 + 1e-12);
+                err[r] = (float)((nx * ymax * cx + hmax * ch + tiny * (ymax + nx + 2)) * 1.001);
+            }
+            for (int64_t p = c0; p < c1; p++) {
+                const uint16_t *yp = ybf + p * d2 * 2 * P;
+                __m512 acc[R][2];
+                __m512 h0 = _mm512_loadu_ps(hpad + p * P), h1 = _mm512_loadu_ps(hpad + p * P + L);
+                for (int r = 0; r < R; r++) {
+                    acc[r][0] = h0;
+                    acc[r][1] = h1;
+                }
+                for (int64_t q = 0; q < d2; q++) {
+                    __m512bh y0 = (__m512bh)_mm512_loadu_si512(yp + q * 2 * P);
+                    __m512bh y1 = (__m512bh)_mm512_loadu_si512(yp + q * 2 * P + 2 * L);
+                    for (int r = 0; r < R; r++) {
+                        __m512bh xs = (__m512bh)_mm512_set1_epi32((int)xb[r][q]);
+                        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xs, y0);
+                        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xs, y1);
+                    }
+                }
+                for (int r = 0; r < nr; r++) {
+                    float *rv = tv + (r0 + r) * k;
+                    float thr = rv[k - 1] - err[r];
+                    thr -= fabsf(thr) * 0x1p-20f; /* the subtraction's own rounding, and margin */
+                    __m512 t = _mm512_set1_ps(thr);
+                    if (!(_mm512_cmp_ps_mask(acc[r][0], t, _CMP_GT_OQ) | _mm512_cmp_ps_mask(acc[r][1], t, _CMP_GT_OQ)))
+                        continue;
+                    rescored++;
+                    const float *yq = ypack + p * d * P;
+                    vf e0 = *(const vf *)(hpad + p * P), e1 = *(const vf *)(hpad + p * P + L);
+                    for (int64_t q = 0; q < d; q++) {
+                        float xs = xr[r][q];
+                        e0 += xs * *(const vf *)(yq + q * P);
+                        e1 += xs * *(const vf *)(yq + q * P + L);
+                    }
+                    int64_t *ri = ti + (r0 + r) * k;
+                    for (int l = 0; l < L; l++)
+                        if (e0[l] > rv[k - 1]) insert(rv, ri, k, e0[l], p * P + l);
+                    for (int l = 0; l < L; l++)
+                        if (e1[l] > rv[k - 1]) insert(rv, ri, k, e1[l], p * P + L + l);
+                }
+            }
+        }
+    }
+    return rescored;
+#else
+    (void)x; (void)xbf; (void)m; (void)d; (void)d2; (void)ypack; (void)ybf; (void)hpad; (void)npanels;
+    (void)chunk; (void)k; (void)ymax; (void)hmax; (void)tv; (void)ti;
+    return -1;
+#endif
 }

@@ -342,8 +342,11 @@ class BrenierPotential:
         if self._packed is None:
             self._packed = _fused_kernel.PackedTargets(self.targets)
             self._packed.set_heights(self._h[0])
-        self.evaluations += xb.shape[0] * self.n_targets
-        return _fused_kernel.topk(xb, self._packed, k)
+        v, i, rescored = _fused_kernel.topk(xb, self._packed, k)
+        # every pair is scored once (in bfloat16 where the screen runs), and the screen's exact
+        # float32 rescores come on top
+        self.evaluations += xb.shape[0] * self.n_targets + rescored
+        return v, i
 
     def _tile_shape(self) -> tuple[int, int]:
         cols = min(self.n_targets, TILE_COLUMNS)
