@@ -109,6 +109,15 @@ def test_build_caches_atomically_and_reports_failures(monkeypatch, tmp_path):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setattr(fused, "_error", None)
     assert not fused.available() and "no C compiler" in fused.unavailable_reason()
+    # a cache folder others can write to is refused (a planted library would run as this user)
+    shared = tmp_path / "shared"
+    (shared / "kernels").mkdir(parents=True)
+    (shared / "kernels").chmod(0o777)
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("BRENIER_CACHE", str(shared))
+    monkeypatch.setattr(fused, "SOURCE", fused.Path(fused.__file__).with_name("fused_topk.c"))
+    monkeypatch.setattr(fused, "_error", None)
+    assert not fused.available() and "writable by others" in fused.unavailable_reason()
     # switched off by the environment
     monkeypatch.setenv("BRENIER_FUSED", "0")
     monkeypatch.setattr(fused, "_error", None)

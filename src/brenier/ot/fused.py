@@ -104,6 +104,11 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError(f"{cc} --version failed: {exc}") from None
     folder = _cache_dir()
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = folder.stat()
+    if hasattr(os, "getuid") and (st.st_uid != os.getuid() or st.st_mode & 0o022):
+        # a library loaded from here runs as this user: nobody else may be able to plant one
+        raise RuntimeError(f"kernel cache {folder} is not owned by this user or is writable by others "
+                           f"(set BRENIER_CACHE to a private folder)")
     errors = []
     for flags in _FLAGS:
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
