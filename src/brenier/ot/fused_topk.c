@@ -47,19 +47,32 @@ static inline void insert(float *tv, int64_t *ti, int k, float s, int64_t j) {
     ti[p] = j;
 }
 
-static inline int any_set(vi m) {
+/* every row's list empty: scores -inf (any real score beats it), indices 0 */
+static void clear_lists(float *tv, int64_t *ti, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        tv[i] = -INFINITY;
+        ti[i] = 0;
+    }
+}
+
+/* offer one row's scores of panel p (two vectors, columns p * P ...) to its list, in column order */
+static inline void offer(float *rv, int64_t *ri, int k, const vf *a, const vf *b, int64_t p) {
+    for (int l = 0; l < L; l++)
+        if ((*a)[l] > rv[k - 1]) insert(rv, ri, k, (*a)[l], p * P + l);
+    for (int l = 0; l < L; l++)
+        if ((*b)[l] > rv[k - 1]) insert(rv, ri, k, (*b)[l], p * P + L + l);
+}
+
+static inline int any_set(const vi *m) {
     int32_t a = 0;
-    for (int l = 0; l < L; l++) a |= m[l];
+    for (int l = 0; l < L; l++) a |= (*m)[l];
     return a != 0;
 }
 
 /* x (m, d) row-major; tv (m, k), ti (m, k) outputs. */
 void brenier_topk_f32(const float *x, int64_t m, int64_t d, const float *ypack, const float *hpad,
                       int64_t npanels, int64_t chunk, int32_t k, float *tv, int64_t *ti) {
-    for (int64_t i = 0; i < m * k; i++) {
-        tv[i] = -INFINITY;
-        ti[i] = 0;
-    }
+    clear_lists(tv, ti, m * k);
     if (chunk < 1) chunk = 1;
     for (int64_t c0 = 0; c0 < npanels; c0 += chunk) {
         int64_t c1 = c0 + chunk < npanels ? c0 + chunk : npanels;
@@ -86,13 +99,8 @@ void brenier_topk_f32(const float *x, int64_t m, int64_t d, const float *ypack, 
                 for (int r = 0; r < nr; r++) {
                     float *rv = tv + (r0 + r) * k;
                     float kth = rv[k - 1];
-                    if (!any_set((acc[r][0] > kth) | (acc[r][1] > kth))) continue;
-                    int64_t *ri = ti + (r0 + r) * k;
-                    for (int v = 0; v < 2; v++)
-                        for (int l = 0; l < L; l++) {
-                            float s = acc[r][v][l];
-                            if (s > rv[k - 1]) insert(rv, ri, k, s, p * P + v * L + l);
-                        }
+                    vi above = (acc[r][0] > kth) | (acc[r][1] > kth);
+                    if (any_set(&above)) offer(rv, ti + (r0 + r) * k, k, &acc[r][0], &acc[r][1], p);
                 }
             }
         }
@@ -133,10 +141,7 @@ int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_
     const double cx = ldexp(1.0, -7) * 1.002 + 2.1 * (double)d * ldexp(1.0, -24);
     const double ch = 2.1 * (double)d * ldexp(1.0, -24);
     const double tiny = (double)d * ldexp(1.0, -126);
-    for (int64_t i = 0; i < m * k; i++) {
-        tv[i] = -INFINITY;
-        ti[i] = 0;
-    }
+    clear_lists(tv, ti, m * k);
     if (chunk < 1) chunk = 1;
     for (int64_t c0 = 0; c0 < npanels; c0 += chunk) {
         int64_t c1 = c0 + chunk < npanels ? c0 + chunk : npanels;
@@ -186,11 +191,7 @@ int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_
                         e0 += xs * *(const vf *)(yq + q * P);
                         e1 += xs * *(const vf *)(yq + q * P + L);
                     }
-                    int64_t *ri = ti + (r0 + r) * k;
-                    for (int l = 0; l < L; l++)
-                        if (e0[l] > rv[k - 1]) insert(rv, ri, k, e0[l], p * P + l);
-                    for (int l = 0; l < L; l++)
-                        if (e1[l] > rv[k - 1]) insert(rv, ri, k, e1[l], p * P + L + l);
+                    offer(rv, ti + (r0 + r) * k, k, &e0, &e1, p);
                 }
             }
         }
