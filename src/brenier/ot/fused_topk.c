@@ -109,7 +109,7 @@ void brenier_topk_f32(const float *x, int64_t m, int64_t d, const float *ypack, 
 
 /* ---------------------------------------------------------------------------------------------
  * The same top-k, screened in bfloat16 (CPUs with AVX512-BF16): twice the multiply-adds per
- * instruction. Each R x P block is first scored from bf16 copies of x and y (products exact in
+ * instruction. Each RB x P block is first scored from bf16 copies of x and y (products exact in
  * float32, float32 sums); a row looks at a panel only if some screened score s~ could still beat
  * its k-th best, i.e. s~ > kth - err, with err a rigorous bound on |s~ - s| (s: the float32
  * kernel's score). Such a panel is rescored for that row in float32 exactly as above (same order
@@ -133,6 +133,10 @@ int brenier_has_bf16(void) {
 #endif
 }
 
+/* rows of one screened block: 12 x 2 accumulators + 2 target vectors + a broadcast fit in the 32
+   registers (measured ~6-10 % faster than 8 rows: each target load serves more rows) */
+#define RB 12
+
 int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_t d, int64_t d2,
                           const float *ypack, const uint16_t *ybf, const float *hpad, int64_t npanels,
                           int64_t chunk, int32_t k, double ymax, double hmax, float *tv, int64_t *ti) {
@@ -145,12 +149,12 @@ int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_
     if (chunk < 1) chunk = 1;
     for (int64_t c0 = 0; c0 < npanels; c0 += chunk) {
         int64_t c1 = c0 + chunk < npanels ? c0 + chunk : npanels;
-        for (int64_t r0 = 0; r0 < m; r0 += R) {
-            int nr = m - r0 < R ? (int)(m - r0) : R;
-            const float *xr[R];
-            const uint32_t *xb[R];
-            float err[R];
-            for (int r = 0; r < R; r++) {
+        for (int64_t r0 = 0; r0 < m; r0 += RB) {
+            int nr = m - r0 < RB ? (int)(m - r0) : RB;
+            const float *xr[RB];
+            const uint32_t *xb[RB];
+            float err[RB];
+            for (int r = 0; r < RB; r++) {
                 int64_t row = r0 + (r < nr ? r : 0);
                 xr[r] = x + row * d;
                 xb[r] = xbf + row * d2;
@@ -161,16 +165,16 @@ int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_
             }
             for (int64_t p = c0; p < c1; p++) {
                 const uint16_t *yp = ybf + p * d2 * 2 * P;
-                __m512 acc[R][2];
+                __m512 acc[RB][2];
                 __m512 h0 = _mm512_loadu_ps(hpad + p * P), h1 = _mm512_loadu_ps(hpad + p * P + L);
-                for (int r = 0; r < R; r++) {
+                for (int r = 0; r < RB; r++) {
                     acc[r][0] = h0;
                     acc[r][1] = h1;
                 }
                 for (int64_t q = 0; q < d2; q++) {
                     __m512bh y0 = (__m512bh)_mm512_loadu_si512(yp + q * 2 * P);
                     __m512bh y1 = (__m512bh)_mm512_loadu_si512(yp + q * 2 * P + 2 * L);
-                    for (int r = 0; r < R; r++) {
+                    for (int r = 0; r < RB; r++) {
                         __m512bh xs = (__m512bh)_mm512_set1_epi32((int)xb[r][q]);
                         acc[r][0] = _mm512_dpbf16_ps(acc[r][0], xs, y0);
                         acc[r][1] = _mm512_dpbf16_ps(acc[r][1], xs, y1);
