@@ -27,9 +27,9 @@ The bfloat16 screen (CPUs with AVX512-BF16, N >= SCREEN_MIN_TARGETS): every bloc
 first from bfloat16 copies of x and y, at twice the multiply-adds per instruction; a row rescores
 a 32-target panel in float32, exactly as above, only when a screened score could still beat its
 k-th best -- within a rigorous bound of the bf16 rounding (``fused_topk.c`` derives it). The
-answers are the float32 kernel's, bit for bit (tested); the ~1-8 % of pairs rescored are counted
-as evaluations on top of the M N screened ones. Measured on the 60,000 MNIST codes: 1.8x the
-float32 kernel for argmax at d = 16 and 64, 1.7x for top-4.
+answers are the float32 kernel's, bit for bit (tested); the ~0.6-3 % of pairs rescored are counted
+as evaluations on top of the M N screened ones. Measured on the 60,000 MNIST codes: 2.1x the
+float32 kernel for argmax at d = 16, 1.9x at d = 64 and for top-4.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ MAX_K = 64
 #: bytes of target panels streamed per chunk: each chunk stays in L2 while every row meets it
 CHUNK_BYTES = 512 * 2**10
 #: screen the scores in bfloat16 where the CPU has AVX512-BF16 (exact: see fused_topk.c); measured
-#: ~1.8x the float32 kernel on 60,000 MNIST codes (d = 16 and 64), the same answers bit for bit
+#: 1.9-2.1x the float32 kernel on 60,000 MNIST codes (d = 16 and 64), the same answers bit for bit
 SCREEN = True
 #: ... from this many targets: below, too many panels need the exact rescore (every row rescores
 #: its first panels, before it has a k-th best) for the screen to pay (measured, 20,000 samples,
