@@ -96,6 +96,15 @@ def test_build_caches_atomically_and_reports_failures(monkeypatch, tmp_path):
     monkeypatch.setattr(fused, "_lib", None)
     fused.library()
     assert sorted((tmp_path / "cache" / "kernels").iterdir()) == built  # reused, nothing left behind
+    # a damaged cache entry (say a full disk cut it short) is built again, not trusted or fatal;
+    # in another folder: this process has the first file mapped, and dlopen would hand it back
+    damaged = tmp_path / "cache2" / "kernels" / built[0].name
+    damaged.parent.mkdir(parents=True, mode=0o700)
+    damaged.write_bytes(b"not a shared library")
+    monkeypatch.setenv("BRENIER_CACHE", str(tmp_path / "cache2"))
+    monkeypatch.setattr(fused, "_lib", None)
+    assert fused.library().brenier_panel_width() in (16, 32)
+    assert sorted(damaged.parent.iterdir()) == [damaged] and damaged.stat().st_size > 1000
     # a source that does not compile: unavailable, with the compiler's words, and no stray files
     bad = tmp_path / "bad.c"
     bad.write_text("int broken(void) { return }\n")

@@ -114,22 +114,17 @@ def _build() -> ctypes.CDLL:
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
                                          _cpu_tag().encode()])).hexdigest()[:20]
         lib = folder / f"fused_topk-{key}.so"
-        if not lib.exists():
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
-            os.close(fd)
+        error = None if lib.exists() else _compile(cc, flags, lib)
+        if error is None:
             try:
-                done = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
-                if done.returncode != 0:
-                    errors.append(f"{' '.join(flags)}: {done.stderr.strip()[-400:]}")
-                    continue
-                os.replace(tmp, lib)
-            except (OSError, subprocess.SubprocessError) as exc:
-                errors.append(f"{' '.join(flags)}: {exc}")
-                continue
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        dll = ctypes.CDLL(str(lib))
+                dll = ctypes.CDLL(str(lib))
+            except OSError:  # a damaged cache entry (a full disk, a killed copy): build it again, once
+                lib.unlink(missing_ok=True)
+                error = _compile(cc, flags, lib)
+                dll = ctypes.CDLL(str(lib)) if error is None else None
+        if error is not None:
+            errors.append(f"{' '.join(flags)}: {error}")
+            continue
         dll.brenier_panel_width.restype = ctypes.c_int
         dll.brenier_topk_f32.restype = None
         dll.brenier_topk_f32.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
@@ -141,6 +136,24 @@ def _build() -> ctypes.CDLL:
                                           ctypes.c_int32, ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
         return dll
     raise RuntimeError(f"compiling {SOURCE.name} with {cc} failed: " + " | ".join(errors))
+
+
+def _compile(cc: str, flags: list[str], lib: Path) -> str | None:
+    """Compile SOURCE into ``lib`` through a temporary file in its folder, renamed when complete
+    (atomic: a reader sees no library or a whole one). The compiler's complaint, or None."""
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)
+    os.close(fd)
+    try:
+        done = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            return done.stderr.strip()[-400:] or f"exit status {done.returncode}"
+        os.replace(tmp, lib)
+        return None
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def library() -> ctypes.CDLL:
