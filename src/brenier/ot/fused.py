@@ -43,6 +43,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,9 +111,9 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError(f"kernel cache {folder} is not owned by this user or is writable by others "
                            f"(set BRENIER_CACHE to a private folder)")
     errors = []
+    identity = [source, cc.encode(), version.encode(), _cpu_tag().encode()]
     for flags in _FLAGS:
-        key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
-                                         _cpu_tag().encode()])).hexdigest()[:20]
+        key = hashlib.sha256(b"\0".join([*identity, " ".join(flags).encode()])).hexdigest()[:20]
         lib = folder / f"fused_topk-{key}.so"
         error = None if lib.exists() else _compile(cc, flags, lib)
         if error is None:
@@ -168,6 +169,10 @@ def library() -> ctypes.CDLL:
                     _lib = _build()
                 except (RuntimeError, OSError) as exc:
                     _error = str(exc)
+                    # not silent: the searches stay exact, but run the tiled path, ~2-3x slower
+                    warnings.warn(f"brenier: the fused CPU kernel is unavailable ({_error}); the exact search runs "
+                                  f"its PyTorch path instead (set BRENIER_FUSED=0 to choose that quietly)",
+                                  RuntimeWarning, stacklevel=2)
         if _lib is None:
             raise RuntimeError(f"the fused CPU kernel is unavailable: {_error}")
         return _lib
