@@ -161,8 +161,9 @@ def test_bad_input_and_padding():
 @needs_bf16
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 33), st.integers(1, 40), st.integers(0, 2**31 - 1), st.integers(1, 6),
-       st.sampled_from([1e-3, 1.0, 1e3]), st.sampled_from([0.0, 1e-4, 1.0, 50.0]), st.booleans())
-def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hscale, near_ties):
+       st.sampled_from([1e-3, 1.0, 1e3]), st.sampled_from([0.0, 1e-4, 1.0, 50.0]), st.booleans(),
+       st.sampled_from([4 * 32, 2**19]))
+def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hscale, near_ties, chunk_bytes):
     """Random float data at several scales, heights small or dominant, and near-ties (targets
     duplicated up to one ulp): the screened answer is the float32 kernel's, bit for bit."""
     g = torch.Generator().manual_seed(seed)
@@ -172,14 +173,49 @@ def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hsc
     h = hscale * torch.randn(n, generator=g)
     x = torch.randn(m, d, generator=g) / scale
     k = min(k, n)
-    plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+    old = fused.CHUNK_BYTES
+    fused.CHUNK_BYTES = chunk_bytes  # with 128 bytes: one panel per chunk, candidates settled after each
+    try:
+        plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+    finally:
+        fused.CHUNK_BYTES = old
     assert plain.ybf is None and screened.ybf is not None
     for p in (plain, screened):
         p.set_heights(h)
     v0, i0, r0 = fused.topk(x, plain, k)
     v1, i1, r1 = fused.topk(x, screened, k)
     assert torch.equal(i0, i1) and torch.equal(v0, v1)
-    assert r0 == 0 and 0 < r1 <= m * plain.panels * plain.width  # the first panel of a row is always rescored
+    assert r0 == 0 and 0 < r1 <= m * plain.panels * plain.width  # at least the panel of each row's best is rescored
+
+
+@needs_bf16
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 20), st.integers(1, 40), st.integers(0, 2**31 - 1),
+       st.sampled_from([1, 2, 3, 5, 17, 64]), st.sampled_from([4 * 32, 2 * 4 * 32 * 20, 2**19]), st.booleans())
+def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k, chunk_bytes, copies):
+    """Small integers: every score is exact (in bf16 too), so ties are everywhere, also across
+    panels and chunks (with ``copies``, the second half of the targets repeats the first, heights
+    included). The screen skips a panel only when its targets score strictly below the final k-th
+    best, so the lowest index must still win every tie: the answer equals brute force bitwise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(-3, 4, (n, d), generator=g).float()
+    h = torch.randint(-3, 4, (n,), generator=g).float()
+    if copies and n > 1:
+        half = n // 2
+        y[n - half:], h[n - half:] = y[:half], h[:half]
+    x = torch.randint(-2, 3, (m, d), generator=g).float()
+    k = min(k, n)
+    ref = BrenierPotential(y, h.double(), search="brute")
+    old = fused.CHUNK_BYTES
+    fused.CHUNK_BYTES = chunk_bytes  # one panel, a few, or all per chunk
+    try:
+        packed = fused.PackedTargets(y, screen=True)
+    finally:
+        fused.CHUNK_BYTES = old
+    packed.set_heights(h)
+    v, i, _ = fused.topk(x, packed, k)
+    rv, ri = ref.topk(x, k)
+    assert torch.equal(i, ri) and torch.equal(v, rv)
 
 
 @needs_bf16

@@ -26,10 +26,11 @@ near-ties (as between any two of the paths).
 The bfloat16 screen (CPUs with AVX512-BF16, N >= SCREEN_MIN_TARGETS): every block is scored
 first from bfloat16 copies of x and y, at twice the multiply-adds per instruction; a row rescores
 a 32-target panel in float32, exactly as above, only when a screened score could still beat its
-k-th best -- within a rigorous bound of the bf16 rounding (``fused_topk.c`` derives it). The
-answers are the float32 kernel's, bit for bit (tested); the ~0.6-3 % of pairs rescored are counted
-as evaluations on top of the M N screened ones. Measured on the 60,000 MNIST codes: 2.1x the
-float32 kernel for argmax at d = 16, 1.9x at d = 64 and for top-4.
+final k-th best -- within a rigorous bound of the bf16 rounding, and against a lower bound of that
+k-th best which the screen itself provides, so the rescores wait until every panel is screened
+(``fused_topk.c`` derives both). The answers are the float32 kernel's, bit for bit (tested); the
+~0.1-1 % of pairs rescored for an argmax (a few % for a top-4) are counted as evaluations on top
+of the M N screened ones.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ SOURCE = Path(__file__).with_name("fused_topk.c")
 MAX_K = 64
 #: bytes of target panels streamed per chunk: each chunk stays in L2 while every row meets it
 CHUNK_BYTES = 512 * 2**10
-#: screen the scores in bfloat16 where the CPU has AVX512-BF16 (exact: see fused_topk.c); measured
-#: 1.9-2.1x the float32 kernel on 60,000 MNIST codes (d = 16 and 64), the same answers bit for bit
+#: screen the scores in bfloat16 where the CPU has AVX512-BF16 (exact: see fused_topk.c); the same
+#: answers bit for bit, ~2-3x faster than the float32 kernel at N >= 10^4 (benchmarks/argmax.py)
 SCREEN = True
-#: ... from this many targets: below, too many panels need the exact rescore (every row rescores
-#: its first panels, before it has a k-th best) for the screen to pay (measured, 20,000 samples,
-#: Gaussian targets: at N = 1,024 the screen rescored 14 % of the pairs for argmax, 36 % for
-#: top-4, and ran 1.3x slower at d = 16; at N = 4,096, 5 % and 14 %, and argmax gained 1.4x)
+#: ... from this many targets: below, the bound of the bf16 rounding lets too many panels through
+#: to the exact rescore for the screen to pay. Measured (benchmarks/search_thresholds.py, JSON
+#: benchmarks/results/search_thresholds.json: 20,000 samples, Gaussian targets, float32 / screen
+#: time): argmax 0.69-0.84 at N = 1,024, 0.88-1.04 at 2,048, 1.4-1.6 at 4,096; top-4 0.96-1.04
+#: at 4,096, 1.3-1.4 at 8,192.
 SCREEN_MIN_TARGETS = 4096
 _FLAGS = (["-O3", "-march=native", "-shared", "-fPIC"], ["-O3", "-shared", "-fPIC"])
 
@@ -134,7 +136,8 @@ def _build() -> ctypes.CDLL:
         dll.brenier_topk_bf16.restype = ctypes.c_int64
         dll.brenier_topk_bf16.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64,
                                           ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                          ctypes.c_int32, ctypes.c_double, ctypes.c_double, ctypes.c_void_p, ctypes.c_void_p]
+                                          ctypes.c_int32, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
+                                          ctypes.c_void_p]
         return dll
     raise RuntimeError(f"compiling {SOURCE.name} with {cc} failed: " + " | ".join(errors))
 
@@ -226,8 +229,11 @@ class PackedTargets:
             yy[:n, :d] = y
             self.ybf = (yy.to(torch.bfloat16).view(self.panels, self.width, self.d2, 2)
                         .permute(0, 2, 1, 3).contiguous())
-            # the screen's bound needs ymax >= every |y_n| as the kernel sees y: a float64 norm, rounded up
-            self.ymax = float(y.double().norm(dim=1).max()) * (1 + 1e-12) if n else 0.0
+            # the screen's bound needs ymax >= every |y_n| and rymax >= every |y_n - bf16(y_n)|, as the
+            # kernel sees them: float64 norms (the differences are exact in float64), rounded up
+            y64 = y.double()
+            self.ymax = float(y64.norm(dim=1).max()) * (1 + 1e-12) if n else 0.0
+            self.rymax = float((y64 - yy[:n, :d].to(torch.bfloat16).double()).norm(dim=1).max()) * (1 + 1e-12) if n else 0.0
 
     def set_heights(self, h: torch.Tensor) -> None:
         """h (N,): copied into the padded height vector (float32)."""
@@ -273,7 +279,9 @@ def topk(x: torch.Tensor, packed: PackedTargets, k: int, threads: int | None = N
             return 0
         done = lib.brenier_topk_bf16(x[a].data_ptr(), xbf[a].data_ptr(), b - a, d, packed.d2, packed.ypack.data_ptr(),
                                      packed.ybf.data_ptr(), packed.hpad.data_ptr(), packed.panels, packed.chunk, k,
-                                     packed.ymax, packed.hmax, tv[a].data_ptr(), ti[a].data_ptr())
+                                     packed.ymax, packed.rymax, packed.hmax, tv[a].data_ptr(), ti[a].data_ptr())
+        if done == -2:
+            raise MemoryError("the fused kernel could not allocate its per-row screen state")
         if done < 0:
             raise RuntimeError("the fused kernel was built without AVX512-BF16")
         return done * packed.width
