@@ -31,9 +31,9 @@ scores by ascending index, and at the k-th place the lowest indices kept):
 
 ``"auto"`` (the default) uses ``"brute"`` for small N; otherwise the dense path -- ``"fused"``
 where it is available (CPU, float32 scores, a C compiler), else ``"tiled"`` -- except that for
-N >= 8192 it runs ``"pruned"`` on one probe block after each change of heights and keeps pruning
-if the probe computed under 35 % of the pairs (12 % against the fused kernel, which a top-k never
-prunes against). Pruning does not pay at low N, in high dimension, or for targets without
+N >= 8192 it probes ``"pruned"`` on one block after each change of heights (its bounds and first
+pass: enough to know the pairs the full search would compute) and keeps pruning if that is under
+35 % of the pairs (2.5 % against the fused kernel, which a top-k never prunes against). Pruning does not pay at low N, in high dimension, or for targets without
 well-separated clusters: measured, on real MNIST codes (d = 16, 60,000) the ball bounds still
 leave ~60 % of the pairs.
 
@@ -76,25 +76,26 @@ AUTO_MIN_TARGETS = 8192
 #: N = 100: argmax 3.6 ms brute vs 23 ms tiled, top-8 42 vs 79 ms; N = 1,000: top-8 equal, argmax
 #: tiled 2.6x faster). k <= 1 (argmax) switches earlier than a top-k.
 AUTO_BRUTE_MAX = {"argmax": 256, "topk": 1024}
-#: the same against the fused kernel (measured, 16,384 x N, d = 8, 2 threads, ms brute / fused:
-#: N = 100: argmax 1.5 / 4.7, top-2 10.6 / 5.5, top-8 13.2 / 16.5; N = 256: argmax 5.9 / 5.9,
-#: top-8 36 / 17; N = 1,000: argmax 31 / 11.5)
-AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 128}
+#: the same against the fused kernel. Measured (benchmarks/search_thresholds.py, JSON
+#: benchmarks/results/search_thresholds.json: 16,384 x N, d = 8, 2 threads, brute / fused time):
+#: argmax 0.64 at N = 256, 2.3 at 512; top-2 0.97 at N = 16, 1.5 at 32; top-8 1.3 at 16
+AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 16}
 #: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
 #: the same when the alternative is the fused kernel: pruning must then skip ~90 % of the pairs to
-#: pay, which 512 rows tell as well, and a 2,048-row probe cost ~20 % of a 20,000-row argmax at
-#: N = 60,000 (benchmarks/results/argmax_fused.json, "auto" against "fused")
+#: pay, which 512 rows tell as well (a probe that ran the whole pruned search on 2,048 rows cost
+#: ~20 % of a 20,000-row argmax at N = 60,000; it now stops before the second pass)
 PROBE_ROWS_FUSED = 512
 #: "auto" keeps pruning when it computes less than this share of the brute-force pairs (pairs +
 #: bounds): measured on this CPU, a pruned pair costs ~2x a tiled one (gathers, small blocks,
 #: per-group merges), so 0.35 leaves a margin (benchmarks/argmax.py)
 PRUNE_PAYS = 0.35
 #: the same threshold against the fused kernel (``brenier.ot.fused``), for argmax; a top-k (k >= 2)
-#: never prunes against it. Measured on this CPU, 60,000 clustered targets, d = 16, 20,000 samples
-#: (pruned / fused wall time at the pruned search's share of the pairs): argmax 0.55 at 0.043, 0.87
-#: at 0.12, 1.22 at 0.43; top-4 1.62 already at 0.048 (its per-group merges dominate).
-PRUNE_PAYS_FUSED = 0.12
+#: never prunes against it. Measured (benchmarks/search_thresholds.py, JSON
+#: benchmarks/results/search_thresholds.json: 60,000 targets in 64 clusters, d = 16, 20,000 samples;
+#: pruned / fused time at the pruned search's share of the pairs): argmax 0.82 at 0.024, 1.03 at
+#: 0.029, 1.18 at 0.043, 2.6 at 0.14; top-4 0.99 at 0.025, 1.65 at 0.033.
+PRUNE_PAYS_FUSED = 0.025
 
 #: above this k a top-k runs on the tiled path: the pruned search's per-group merges of k-long
 #: lists cost more than they save (the bound of the k-th best also prunes little)
@@ -303,10 +304,12 @@ class BrenierPotential:
         """"brute", "tiled", "fused" or "pruned" for this query.
 
         The probe runs the pruned search on the first PROBE_ROWS rows (PROBE_ROWS_FUSED against
-        the fused kernel) and counts its work; pruning is kept when it computed under PRUNE_PAYS
-        (PRUNE_PAYS_FUSED) of the brute-force pairs. A count, not a timing:
-        deterministic and free of the machine's load. The probe's answers are discarded (its work
-        is still counted): every row is then answered by the chosen path alone, so a result does
+        the fused kernel) up to the point where its work is known -- bounds, first pass, the groups
+        each row still needs (``_TargetGroups.search(predict=True)``) -- and skips the second pass;
+        pruning is kept when the full search would compute under PRUNE_PAYS (PRUNE_PAYS_FUSED) of
+        the brute-force pairs. A count, not a timing: deterministic and free of the machine's load.
+        The probe's answers are discarded (the work it did is counted): every row is then
+        answered by the chosen path alone, so a result does
         not depend on which rows happened to be probed -- the tiled and pruned paths can round one
         score differently in the last float32 bit, and without this a fit split over ranks (each
         probing its own first chunk) drifted from the one-process fit by 2.4e-7 at N = 20,000."""
@@ -321,9 +324,10 @@ class BrenierPotential:
         if xb.shape[0] < rows:
             return dense  # too few rows to judge: the safe path, decide on a bigger query
         probe = xb[:rows]
-        e0 = self.evaluations
-        self._pruned(probe, k)
-        share = (self.evaluations - e0) / (probe.shape[0] * self.n_targets)
+        _, _, pairs, bounds, total = self._ensure_index().search(probe, k, predict=True)
+        self.evaluations += pairs + bounds
+        self.bound_evaluations += bounds
+        share = total / (probe.shape[0] * self.n_targets)
         self._choice = "pruned" if share < (PRUNE_PAYS_FUSED if dense == "fused" else PRUNE_PAYS) else dense
         self.last_probe = {"rows": probe.shape[0], "work_share": share, "choice": self._choice}
         return self._choice
@@ -600,9 +604,14 @@ class _TargetGroups:
             best_v[rows] = mv
             best_i[rows] = mi
 
-    def search(self, x: torch.Tensor, k: int | None):
+    def search(self, x: torch.Tensor, k: int | None, *, predict: bool = False):
         """Exact (values, indices) of the best (k is None) or top-k scores of x (b, d); also the
-        pairs and the bounds computed."""
+        pairs and the bounds computed.
+
+        ``predict``: stop before the second pass and return ``(None, None, pairs, bounds, total)``:
+        the pairs and bounds computed so far, and ``total`` the pairs + bounds the full search
+        would have computed (the second pass's pairs are known once its groups are) -- what
+        ``"auto"`` needs to judge pruning, at a fraction of its cost."""
         b = x.shape[0]
         dev = x.device
         tn = x.double().norm(dim=1)
@@ -631,6 +640,10 @@ class _TargetGroups:
         # lower bound on the sample's best (k-th best): only groups whose bound reaches it can matter
         low = best_v if k is None else best_v[:, -1]
         need = (bounds >= (low.double() - slack).to(self.dtype)[:, None]) & ~done
+        if predict:
+            sizes = torch.tensor(self.counts, dtype=torch.float64, device=dev)
+            second = int((need.double() @ sizes).sum())
+            return None, None, pairs, b * self.n_groups, pairs + second + b * self.n_groups
         pairs += self._eval(x, _route(need), best_v, best_i, k)
         return best_v, best_i, pairs, b * self.n_groups
 
