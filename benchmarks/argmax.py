@@ -165,10 +165,13 @@ def bench_case(data, n, d, args, device) -> dict | None:
     results = {}
     for name in names:
         p = pots[name]
-        if name == "auto":
-            p.set_heights(h)  # forget the warm-up's decision: the probe is part of the timed call
-        p.reset_count()
-        t, (_, idx) = _timed(device, lambda p=p: p.argmax(x))
+        t = math.inf
+        for _ in range(args.repeats):  # the fastest of a few runs: the machine is shared, its noise one-sided
+            if name == "auto":
+                p.set_heights(h)  # forget the last decision: the probe is part of the timed call
+            p.reset_count()
+            ti, (_, idx) = _timed(device, lambda p=p: p.argmax(x))
+            t = min(t, ti)
         results[name] = {"s": t, "pairs_per_s": m * n / t, "evals_per_mn": p.evaluations / (m * n),
                          "bounds_per_mn": p.bound_evaluations / (m * n)}
         if name == "auto":
@@ -196,9 +199,12 @@ def bench_case(data, n, d, args, device) -> dict | None:
         for name in [v for v in names if v != "pruned"]:
             p = pots[name]
             p.topk(x[:256], args.topk)  # warm-up
-            if name == "auto":
-                p.set_heights(h)
-            t, (_, idx) = _timed(device, lambda p=p: p.topk(x, args.topk))
+            t = math.inf
+            for _ in range(args.repeats):
+                if name == "auto":
+                    p.set_heights(h)
+                ti, (_, idx) = _timed(device, lambda p=p: p.topk(x, args.topk))
+                t = min(t, ti)
             ref_idx = idx if ref_idx is None else ref_idx  # brute comes first
             tops[name] = {"s": t, "pairs_per_s": m * n / t, "speedup": tops["brute"]["s"] / t if tops else 1.0,
                           "identical_rows": float((idx == ref_idx).all(1).double().mean())}
@@ -218,6 +224,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dims", default="16,64", help="comma-separated d")
     ap.add_argument("--data", default="gaussian,mnist", help="comma-separated: gaussian, mnist")
     ap.add_argument("--samples", type=int, default=20000, help="M samples per case")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per method; the fastest counts")
     ap.add_argument("--steps", type=int, default=2, help="mass-balancing steps after the Voronoi start")
     ap.add_argument("--step-samples", type=int, default=100000)
     ap.add_argument("--topk", type=int, default=4, help="also time a top-k (the Newton Hessian's query); 0: skip")
@@ -244,7 +251,7 @@ def main(argv=None) -> int:
                 if row is not None:
                     rows.append(row)
                     _print_rows([row])
-    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(), "repeats": args.repeats,
             "machine": platform.processor() or platform.machine(), "argv": sys.argv[1:],
             "tile_elements": TILE_ELEMENTS, "tile_columns": TILE_COLUMNS}
     write_json(args.out, {"meta": meta, "rows": rows})
