@@ -1,10 +1,11 @@
 """Where ``search="auto"`` switches paths: the measurements behind its thresholds.
 
 ``BrenierPotential(search="auto")`` picks a path by three constants; each comes from one table here
-(the same inputs for every path in one process; timings are the fastest of ``--repeats`` runs):
+(the same inputs for every path in one process; timings are the fastest of ``--repeats`` runs, 5 by
+default: the small-N cases take milliseconds):
 
 1. ``brute`` vs ``fused`` at small N (``potential.AUTO_BRUTE_MAX_FUSED``): 16,384 Gaussian samples,
-   d = 8, Gaussian targets and heights, N in {16, ..., 1024}; argmax, top-2 and top-8.
+   d = 8, Gaussian targets and heights, N in {4, ..., 1024}; argmax, top-2 and top-8 (k <= N).
 2. the fused kernel with and without its bfloat16 screen by N (``fused.SCREEN_MIN_TARGETS``;
    only on CPUs with AVX512-BF16): 20,000 samples from the unit ball, targets Gaussian with max
    norm 1 and heights ``-|y|^2 / 2`` plus noise, N in {512, ..., 8192}, d in {16, 64}; argmax and
@@ -57,10 +58,10 @@ def small_n(args) -> list[dict]:
     g = torch.Generator().manual_seed(args.seed)
     x = torch.randn(16384, 8, generator=g)
     rows = []
-    for n in (16, 32, 64, 128, 256, 512, 1024):
+    for n in (4, 8, 16, 32, 64, 128, 256, 512, 1024):
         y = torch.randn(n, 8, generator=g)
         h = torch.randn(n, generator=g).double()
-        for k in (1, 2, 8):
+        for k in (v for v in (1, 2, 8) if v <= n):
             row = {"n": n, "k": k}
             for s in ("brute", "fused"):
                 p = BrenierPotential(y, h, search=s)
@@ -129,7 +130,7 @@ def _table(title: str, rows: list[dict], cols: list[tuple[str, str, str]]) -> No
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", choices=["small", "screen", "clustered"], help="run one table")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per case; the fastest counts")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/search_thresholds.json")
     args = ap.parse_args(argv)

@@ -61,8 +61,8 @@ SCREEN = True
 #: ... from this many targets: below, the bound of the bf16 rounding lets too many panels through
 #: to the exact rescore for the screen to pay. Measured (benchmarks/search_thresholds.py, JSON
 #: benchmarks/results/search_thresholds.json: 20,000 samples, Gaussian targets, float32 / screen
-#: time): argmax 0.69-0.84 at N = 1,024, 0.88-1.04 at 2,048, 1.4-1.6 at 4,096; top-4 0.96-1.04
-#: at 4,096, 1.3-1.4 at 8,192.
+#: time, d = 16 and 64): argmax 0.81-0.84 at N = 1,024, 0.86-1.35 at 2,048, 1.5-1.6 at 4,096;
+#: top-4 0.92-0.94 at 4,096, 1.2-1.4 at 8,192.
 SCREEN_MIN_TARGETS = 4096
 _FLAGS = (["-O3", "-march=native", "-shared", "-fPIC"], ["-O3", "-shared", "-fPIC"])
 

@@ -230,11 +230,11 @@ static inline __attribute__((always_inline)) void rescore(const float *const xs[
     }
 }
 
-/* the screen of one group of rows: per row (index - r0) its err, threshold, k largest screened
-   panel maxima and pending candidates; plus a batch of up to 4 rescorings */
+/* the screen of one group of rows (from row g0): per row (at index row - g0) its err, threshold,
+   k largest screened scores and pending candidates; plus a batch of up to 4 rescorings */
 typedef struct {
     const float *x, *ypack, *hpad;
-    int64_t d, r0;
+    int64_t d, g0;
     int32_t k;
     float *tv;
     int64_t *ti;
@@ -263,7 +263,7 @@ static void flush(screen *s) {
         rescore(xs, ys, hs, s->d, out, 4);
     int32_t k = s->k;
     for (int j = 0; j < s->nb; j++) {
-        int64_t row = s->brow[j], i = row - s->r0;
+        int64_t row = s->brow[j], i = row - s->g0;
         offer_any_order(s->tv + row * k, s->ti + row * k, k, &out[j][0], &out[j][1], s->bpanel[j]);
         s->thr[i] = threshold(s->tv[row * k + k - 1], s->sm[i * k + k - 1], s->err[i]);
     }
@@ -281,7 +281,7 @@ static void settle_best(screen *s, int64_t i) {
         for (int c = 0; c < s->cn[i]; c++)
             if (mx[c] > s->thr[i] && (best < 0 || mx[c] > mx[best])) best = c;
         if (best < 0) return;
-        s->brow[s->nb] = s->r0 + i;
+        s->brow[s->nb] = s->g0 + i;
         s->bpanel[s->nb] = s->cpanel[i * s->cap + best];
         mx[best] = -INFINITY; /* done */
         if (++s->nb == 4) flush(s);
@@ -292,14 +292,15 @@ static void settle_best(screen *s, int64_t i) {
 static void settle(screen *s, int64_t i) {
     for (int c = 0; c < s->cn[i]; c++) {
         if (!(s->cmx[i * s->cap + c] > s->thr[i])) continue;
-        s->brow[s->nb] = s->r0 + i;
+        s->brow[s->nb] = s->g0 + i;
         s->bpanel[s->nb] = s->cpanel[i * s->cap + c];
         if (++s->nb == 4) flush(s);
     }
     s->cn[i] = 0;
 }
-/* row i (of the group) has a screened score above its threshold in panel p: note the panel's
-   screened maximum among the row's k largest (its threshold may rise) and record the candidate */
+
+/* row i (of the group) has a screened score above its threshold in panel p: keep its k largest
+   screened scores (its threshold may rise) and record the candidate with the panel's maximum */
 static inline __attribute__((always_inline)) void candidate(screen *s, int64_t i, int64_t p, __m512 a, __m512 b) {
     int32_t k = s->k;
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(a, b));
@@ -320,7 +321,7 @@ static inline __attribute__((always_inline)) void candidate(screen *s, int64_t i
             }
             sm[j] = x;
         }
-        s->thr[i] = threshold(s->tv[(s->r0 + i) * k + k - 1], sm[k - 1], s->err[i]);
+        s->thr[i] = threshold(s->tv[(s->g0 + i) * k + k - 1], sm[k - 1], s->err[i]);
     }
     if (s->cn[i] == s->cap) { /* full: settle it now */
         settle_best(s, i);
@@ -355,7 +356,7 @@ int64_t brenier_topk_bf16(const float *x, const uint32_t *xbf, int64_t m, int64_
     clear_lists(tv, ti, m * k);
     for (int64_t g0 = 0; g0 < m; g0 += gr) {
         int64_t g1 = g0 + gr < m ? g0 + gr : m;
-        s.r0 = g0;
+        s.g0 = g0;
         for (int64_t i = 0; i < g1 - g0; i++) {
             s.err[i] = screen_error(x + (g0 + i) * d, xbf + (g0 + i) * d2, d, ymax, rymax, hmax);
             s.thr[i] = -INFINITY;

@@ -78,8 +78,9 @@ AUTO_MIN_TARGETS = 8192
 AUTO_BRUTE_MAX = {"argmax": 256, "topk": 1024}
 #: the same against the fused kernel. Measured (benchmarks/search_thresholds.py, JSON
 #: benchmarks/results/search_thresholds.json: 16,384 x N, d = 8, 2 threads, brute / fused time):
-#: argmax 0.64 at N = 256, 2.3 at 512; top-2 0.97 at N = 16, 1.5 at 32; top-8 1.3 at 16
-AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 16}
+#: argmax 0.84 at N = 128, 1.33 at 256 (0.86-0.97 in earlier runs), 2.7 at 512; a top-k is faster
+#: fused at every N measured (top-2 and top-8 1.3-2.1x at N = 4-16), so it never runs brute here
+AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 0}
 #: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
 #: the same when the alternative is the fused kernel: pruning must then skip ~90 % of the pairs to
@@ -93,8 +94,8 @@ PRUNE_PAYS = 0.35
 #: the same threshold against the fused kernel (``brenier.ot.fused``), for argmax; a top-k (k >= 2)
 #: never prunes against it. Measured (benchmarks/search_thresholds.py, JSON
 #: benchmarks/results/search_thresholds.json: 60,000 targets in 64 clusters, d = 16, 20,000 samples;
-#: pruned / fused time at the pruned search's share of the pairs): argmax 0.82 at 0.024, 1.03 at
-#: 0.029, 1.18 at 0.043, 2.6 at 0.14; top-4 0.99 at 0.025, 1.65 at 0.033.
+#: pruned / fused time at the pruned search's share of the pairs): argmax 0.84 at 0.024, 1.02 at
+#: 0.029, 1.34 at 0.043, 1.56 at 0.14; top-4 0.99 at 0.025, 1.55 at 0.033.
 PRUNE_PAYS_FUSED = 0.025
 
 #: above this k a top-k runs on the tiled path: the pruned search's per-group merges of k-long
