@@ -219,6 +219,26 @@ def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k,
 
 
 @needs_bf16
+@pytest.mark.parametrize("k", [1, 3])
+def test_bf16_screen_across_row_groups(k):
+    """More rows than one group of the screen's state (2,048), the last one partial, on one
+    thread: every row's answer is still the float32 kernel's (targets with exact copies, so ties)."""
+    g = torch.Generator().manual_seed(k)
+    y = torch.randn(700, 5, generator=g)
+    y[350:] = y[:350]
+    h = 0.1 * torch.randn(700, generator=g)
+    h[350:] = h[:350]
+    x = torch.randn(4500, 5, generator=g)
+    plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+    for p in (plain, screened):
+        p.set_heights(h)
+    v0, i0, _ = fused.topk(x, plain, k, threads=1)
+    v1, i1, r1 = fused.topk(x, screened, k, threads=1)
+    assert torch.equal(i0, i1) and torch.equal(v0, v1)
+    assert 0 < r1 < 4500 * 704
+
+
+@needs_bf16
 def test_bf16_screen_on_mnist_like_scale_skips_most_panels(monkeypatch):
     g = torch.Generator().manual_seed(4)
     y = torch.randn(6000, 16, generator=g)

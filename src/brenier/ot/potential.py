@@ -33,9 +33,9 @@ scores by ascending index, and at the k-th place the lowest indices kept):
 where it is available (CPU, float32 scores, a C compiler), else ``"tiled"`` -- except that for
 N >= 8192 it probes ``"pruned"`` on one block after each change of heights (its bounds and first
 pass: enough to know the pairs the full search would compute) and keeps pruning if that is under
-35 % of the pairs (2.5 % against the fused kernel, which a top-k never prunes against). Pruning does not pay at low N, in high dimension, or for targets without
-well-separated clusters: measured, on real MNIST codes (d = 16, 60,000) the ball bounds still
-leave ~60 % of the pairs.
+35 % of the pairs (2.5 % against the fused kernel, which a top-k never prunes against). Pruning
+does not pay at low N, in high dimension, or for targets without well-separated clusters:
+measured, on real MNIST codes (d = 16, 60,000) the ball bounds still leave ~60 % of the pairs.
 
 Rounding: scores are computed in ``compute_dtype``; BLAS rounds one pair's score differently
 depending on its place in a block (measured with MKL: column alignment, tiny blocks), so two paths
@@ -83,7 +83,7 @@ AUTO_BRUTE_MAX = {"argmax": 256, "topk": 1024}
 AUTO_BRUTE_MAX_FUSED = {"argmax": 256, "topk": 0}
 #: rows of the probe block on which "auto" measures the pruned search's share of the work
 PROBE_ROWS = 2048
-#: the same when the alternative is the fused kernel: pruning must then skip ~90 % of the pairs to
+#: the same when the alternative is the fused kernel: pruning must then skip ~97 % of the pairs to
 #: pay, which 512 rows tell as well (a probe that ran the whole pruned search on 2,048 rows cost
 #: ~20 % of a 20,000-row argmax at N = 60,000; it now stops before the second pass)
 PROBE_ROWS_FUSED = 512
