@@ -13,7 +13,8 @@ On the same inputs, in one process (timings on a shared machine are noisy: compa
                one probe of the pruned search, then pruned or tiled), probe included in its time;
 * ``fused``   — the fused CPU kernel (``search="fused"``, ``brenier.ot.fused``): scores kept in
                registers; with its bfloat16 screen where the CPU has AVX512-BF16, and then also
-               ``fused-f32``, the same kernel without the screen;
+               ``fused-f32``, the same kernel without the screen, and, where the default screen
+               has two levels (targets near a subspace), ``fused-1level`` with one;
 * ``keops``   — ``pykeops`` ``LazyTensor.argmax`` when importable (an optional extra; compiled at
                first use, that compile time is excluded), on at most ``--keops-rows`` samples.
 
@@ -154,6 +155,12 @@ def bench_case(data, n, d, args, device) -> dict | None:
         pots["fused-f32"] = BrenierPotential(y, h, search="fused", seed=args.seed)
         pots["fused-f32"]._packed = fused.PackedTargets(y, screen=False)
         pots["fused-f32"]._packed.set_heights(pots["fused-f32"]._h[0])
+        if fused.PackedTargets(y).rot is not None:
+            # targets near a subspace: the default screen has two levels; the one-level screen beside it
+            names.insert(names.index("fused"), "fused-1level")
+            pots["fused-1level"] = BrenierPotential(y, h, search="fused", seed=args.seed)
+            pots["fused-1level"]._packed = fused.PackedTargets(y, screen=True, rank=d)
+            pots["fused-1level"]._packed.set_heights(pots["fused-1level"]._h[0])
     row["mm_pairs_per_s"] = matmul_rate(x, pots["brute"]._yt)
     # warm-up (allocator, BLAS init; for auto also its index and a first decision), then the timed
     # runs on all M; auto is timed in its steady state within a fit: index built, heights just set,

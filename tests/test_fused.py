@@ -162,10 +162,11 @@ def test_bad_input_and_padding():
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 300), st.integers(1, 33), st.integers(1, 40), st.integers(0, 2**31 - 1), st.integers(1, 6),
        st.sampled_from([1e-3, 1.0, 1e3]), st.sampled_from([0.0, 1e-4, 1.0, 50.0]), st.booleans(),
-       st.sampled_from([4 * 32, 2**19]))
-def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hscale, near_ties, chunk_bytes):
+       st.sampled_from([4 * 32, 2**19]), st.sampled_from([None, 2, 4, 10]))
+def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hscale, near_ties, chunk_bytes, rank):
     """Random float data at several scales, heights small or dominant, and near-ties (targets
-    duplicated up to one ulp): the screened answer is the float32 kernel's, bit for bit."""
+    duplicated up to one ulp): the screened answer is the float32 kernel's, bit for bit -- also with
+    a first screen on ``rank`` principal axes (two levels) however poorly they fit the targets."""
     g = torch.Generator().manual_seed(seed)
     y = scale * torch.randn(n, d, generator=g)
     if near_ties and n > 1:
@@ -176,27 +177,32 @@ def test_bf16_screen_gives_the_float32_kernels_bits(n, d, m, seed, k, scale, hsc
     old = fused.CHUNK_BYTES
     fused.CHUNK_BYTES = chunk_bytes  # with 128 bytes: one panel per chunk, candidates settled after each
     try:
-        plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+        plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True, rank=rank)
     finally:
         fused.CHUNK_BYTES = old
     assert plain.ybf is None and screened.ybf is not None
+    if rank is not None:  # forced; by default a few targets may well lie near a subspace
+        assert (screened.rot is not None) == (rank < d)
     for p in (plain, screened):
         p.set_heights(h)
     v0, i0, r0 = fused.topk(x, plain, k)
     v1, i1, r1 = fused.topk(x, screened, k)
     assert torch.equal(i0, i1) and torch.equal(v0, v1)
-    assert r0 == 0 and 0 < r1 <= m * plain.panels * plain.width  # at least the panel of each row's best is rescored
+    # at least the panel of each row's best is rescored; two levels may score a panel twice more
+    assert r0 == 0 and 0 < r1 <= (1 if screened.rot is None else 2) * m * plain.panels * plain.width
 
 
 @needs_bf16
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 400), st.integers(1, 20), st.integers(1, 40), st.integers(0, 2**31 - 1),
-       st.sampled_from([1, 2, 3, 5, 17, 64]), st.sampled_from([4 * 32, 2 * 4 * 32 * 20, 2**19]), st.booleans())
-def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k, chunk_bytes, copies):
+       st.sampled_from([1, 2, 3, 5, 17, 64]), st.sampled_from([4 * 32, 2 * 4 * 32 * 20, 2**19]), st.booleans(),
+       st.sampled_from([None, 2, 6]))
+def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k, chunk_bytes, copies, rank):
     """Small integers: every score is exact (in bf16 too), so ties are everywhere, also across
     panels and chunks (with ``copies``, the second half of the targets repeats the first, heights
     included). The screen skips a panel only when its targets score strictly below the final k-th
-    best, so the lowest index must still win every tie: the answer equals brute force bitwise."""
+    best, so the lowest index must still win every tie: the answer equals brute force bitwise (also
+    through a first screen on ``rank`` principal axes)."""
     g = torch.Generator().manual_seed(seed)
     y = torch.randint(-3, 4, (n, d), generator=g).float()
     h = torch.randint(-3, 4, (n,), generator=g).float()
@@ -209,7 +215,7 @@ def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k,
     old = fused.CHUNK_BYTES
     fused.CHUNK_BYTES = chunk_bytes  # one panel, a few, or all per chunk
     try:
-        packed = fused.PackedTargets(y, screen=True)
+        packed = fused.PackedTargets(y, screen=True, rank=rank)
     finally:
         fused.CHUNK_BYTES = old
     packed.set_heights(h)
@@ -219,8 +225,8 @@ def test_bf16_screen_keeps_every_tie_on_small_integer_problems(n, d, m, seed, k,
 
 
 @needs_bf16
-@pytest.mark.parametrize("k", [1, 3])
-def test_bf16_screen_across_row_groups(k):
+@pytest.mark.parametrize("k, rank", [(1, None), (3, None), (1, 2), (3, 4)])
+def test_bf16_screen_across_row_groups(k, rank):
     """More rows than one group of the screen's state (2,048), the last one partial, on one
     thread: every row's answer is still the float32 kernel's (targets with exact copies, so ties)."""
     g = torch.Generator().manual_seed(k)
@@ -229,13 +235,36 @@ def test_bf16_screen_across_row_groups(k):
     h = 0.1 * torch.randn(700, generator=g)
     h[350:] = h[:350]
     x = torch.randn(4500, 5, generator=g)
-    plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True)
+    plain, screened = fused.PackedTargets(y, screen=False), fused.PackedTargets(y, screen=True, rank=rank)
     for p in (plain, screened):
         p.set_heights(h)
     v0, i0, _ = fused.topk(x, plain, k, threads=1)
     v1, i1, r1 = fused.topk(x, screened, k, threads=1)
     assert torch.equal(i0, i1) and torch.equal(v0, v1)
     assert 0 < r1 < 4500 * 704
+
+
+@needs_bf16
+def test_two_level_screen_on_targets_near_a_subspace():
+    """Targets within 1 % of a 6-dimensional subspace of R^24 (as autoencoder codes lie near a
+    low-dimensional set): the screen picks a first level on their principal axes by itself, and
+    answers with the float32 kernel's bits; Gaussian targets keep the one-level screen."""
+    g = torch.Generator().manual_seed(5)
+    y = torch.randn(5000, 6, generator=g) @ torch.randn(6, 24, generator=g) + 0.01 * torch.randn(5000, 24, generator=g)
+    y = y / y.norm(dim=1).max()
+    h = -0.5 * (y * y).sum(1) + 0.002 * torch.randn(5000, generator=g)
+    x = torch.randn(3000, 24, generator=g)
+    x = x / x.norm(dim=1, keepdim=True) * torch.rand(3000, 1, generator=g) ** (1 / 24)
+    low, plain = fused.PackedTargets(y), fused.PackedTargets(y, screen=False)
+    assert low.rot is not None and low.screen_dim < 24
+    assert fused.PackedTargets(torch.randn(5000, 24, generator=g)).rot is None
+    for p in (low, plain):
+        p.set_heights(h)
+    for k in (1, 4):
+        v0, i0, _ = fused.topk(x, plain, k)
+        v1, i1, extra = fused.topk(x, low, k)
+        assert torch.equal(i0, i1) and torch.equal(v0, v1)
+        assert 0 < extra < 0.5 * 3000 * 5000  # the row-panels scored again, counted
 
 
 @needs_bf16

@@ -26,8 +26,9 @@ scores by ascending index, and at the k-th place the lowest indices kept):
   (N >= 4096) it first screens each block in bfloat16 and rescores in float32 only the panels
   that could enter a row's list (exact: the float32 kernel's bits). Measured on this 2-core CPU,
   all 60,000 MNIST codes (``benchmarks/results/argmax_fused.json``), G pairs/s: d = 16 argmax
-  3.6 in float32, 10.6 screened (tiled 2.8, matmul alone 2.8), top-4 3.4 / 8.0 (tiled 1.3);
-  d = 64 argmax 1.43 (the float32 FMA peak) / 3.2.
+  3.5 in float32, 9.2 screened (tiled 2.3, matmul alone 2.7), top-4 3.3 / 7.7 (tiled 1.2);
+  d = 64 argmax 1.43 (the float32 FMA peak) / 4.7 (a two-level screen: these codes lie near a
+  32-dimensional subspace; 3.2 with one level).
 
 ``"auto"`` (the default) uses ``"brute"`` for small N; otherwise the dense path -- ``"fused"``
 where it is available (CPU, float32 scores, a C compiler), else ``"tiled"`` -- except that for
