@@ -209,7 +209,8 @@ static inline uint16_t to_bf16(float f) {
 
 /* err of one row (see the bound above): x (d) the row, xa (2 d2) its screened coordinates (x
    itself, or its first coordinates in the rotated frame) and xb their bf16 pairs as the kernel
-   reads them; bx >= the norm of its other rotated coordinates */
+   reads them; ymax_a, rymax_a bound the targets' screened parts and their bf16 rounding, rot the
+   rotation's error relative to |x| ymax (0 without) */
 static float screen_error(const float *x, int64_t d, const float *xa, const uint32_t *xb, int64_t d2, double ymax,
                           double ymax_a, double rymax_a, double rot, double hmax) {
     double nx = 0, nr = 0, nt = 0;
@@ -287,7 +288,7 @@ static inline void retune(screen *s, int64_t i) {
     }
 }
 
-/* rescore the batch and offer its scores (in batch order: ascending panels for each row) */
+/* rescore the batch and offer its scores (any order: offer_any_order) */
 static void flush(screen *s) {
     if (!s->nb) return;
     const float *xs[4], *ys[4], *hs[4];
