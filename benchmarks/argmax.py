@@ -150,17 +150,20 @@ def bench_case(data, n, d, args, device) -> dict | None:
     names = ["brute", "tiled", "pruned"] + (["fused"] if fused.available() and device.type == "cpu" else []) + ["auto"]
     pots = {s: BrenierPotential(y, h, search=s, seed=args.seed) for s in names}
     if "fused" in names and fused.bf16_available() and n >= fused.SCREEN_MIN_TARGETS:
-        # the fused kernel without its bfloat16 screen, beside it (same answers, bit for bit)
-        names.insert(names.index("fused"), "fused-f32")
-        pots["fused-f32"] = BrenierPotential(y, h, search="fused", seed=args.seed)
-        pots["fused-f32"]._packed = fused.PackedTargets(y, screen=False)
-        pots["fused-f32"]._packed.set_heights(pots["fused-f32"]._h[0])
-        if fused.PackedTargets(y).rot is not None:
-            # targets near a subspace: the default screen has two levels; the one-level screen beside it
-            names.insert(names.index("fused"), "fused-1level")
-            pots["fused-1level"] = BrenierPotential(y, h, search="fused", seed=args.seed)
-            pots["fused-1level"]._packed = fused.PackedTargets(y, screen=True, rank=d)
-            pots["fused-1level"]._packed.set_heights(pots["fused-1level"]._h[0])
+
+        def packed_as(name: str, packed: fused.PackedTargets) -> None:
+            """A fused potential on the given packing, timed beside "fused" (same answers, bit for bit)."""
+            if name != "fused":
+                names.insert(names.index("fused"), name)
+                pots[name] = BrenierPotential(y, h, search="fused", seed=args.seed)
+            pots[name]._packed = packed
+            packed.set_heights(pots[name]._h[0])
+
+        default = fused.PackedTargets(y)  # what "fused" builds itself: built once here
+        packed_as("fused", default)
+        packed_as("fused-f32", fused.PackedTargets(y, screen=False))  # without the bfloat16 screen
+        if default.rot is not None:  # targets near a subspace: two levels by default; one beside it
+            packed_as("fused-1level", fused.PackedTargets(y, screen=True, rank=d))
     row["mm_pairs_per_s"] = matmul_rate(x, pots["brute"]._yt)
     # warm-up (allocator, BLAS init; for auto also its index and a first decision), then the timed
     # runs on all M; auto is timed in its steady state within a fit: index built, heights just set,

@@ -220,19 +220,18 @@ def _principal_axes(y64: torch.Tensor) -> torch.Tensor:
     return q.flip(1).contiguous()
 
 
-def _screen_rank(y64: torch.Tensor) -> tuple[int, torch.Tensor | None]:
-    """(r, axes): the screened coordinates (even r < d in the principal frame, or d) and the axes."""
-    n, d = y64.shape
+def _screen_rank(yr: torch.Tensor, ynorm: float) -> int:
+    """The coordinates a first screen scores: the least even r < d whose remainder is small enough
+    (see ROTATE_RESIDUAL), or d. yr (N, d): the targets in their principal axes; ynorm = max |y|."""
+    n, d = yr.shape
     if n == 0 or d < 8:
-        return d, None
-    q = _principal_axes(y64)
-    yr = y64 @ q
+        return d
     tail = yr.flip(1).square().cumsum(1).flip(1).sqrt()  # tail[:, r] = |y beyond its first r axes|
-    limit = ROTATE_RESIDUAL * float(y64.norm(dim=1).max())
+    limit = ROTATE_RESIDUAL * ynorm
     for r in range(2, int(d * (1 - ROTATE_MIN_SAVING)) + 1, 2):
         if float(tail[:, r].max()) <= limit:
-            return r, q
-    return d, q
+            return r
+    return d
 
 
 def _round_up(v: torch.Tensor) -> torch.Tensor:
@@ -270,16 +269,18 @@ class PackedTargets:
         self.rot = self.ry = self.ybf_rot = None
         if (SCREEN and n >= SCREEN_MIN_TARGETS if screen is None else screen) and bf16_available():
             y64 = y.double()
-            self.ymax = float(y64.norm(dim=1).max()) * (1 + 1e-12) if n else 0.0
+            ynorm = float(y64.norm(dim=1).max()) if n else 0.0
+            self.ymax = ynorm * (1 + 1e-12)
             self.d2 = -(-d // 2)
             self.ybf, self.rymax = self._bf16_panels(y64)
+            q = _principal_axes(y64)
+            yr = y64 @ q  # the targets in their principal axes, computed once
             if rank is None:
-                ra, q = _screen_rank(y64)
+                ra = _screen_rank(yr, ynorm)
             else:  # forced (tests, benchmarks): an even count in [2, d]
-                ra, q = min(d, max(2, int(rank) + int(rank) % 2)), _principal_axes(y64)
+                ra = min(d, max(2, int(rank) + int(rank) % 2))
             self.ymax_a, self.rymax_a, self.rot_err, self.d2_rot = self.ymax, self.rymax, 0.0, self.d2
             if ra < d:  # a first screen in the frame of the targets' principal axes, on their first ra
-                yr = y64 @ q
                 self.rot = q.float().contiguous()
                 # rot_err (relative to |x| ymax): x' = x rot in float32 is within sqrt(d) (d + 1)
                 # 2^-24 |x| of q^T x, and q is orthogonal up to |q q^T - I|
@@ -317,8 +318,9 @@ class PackedTargets:
 
 def topk(x: torch.Tensor, packed: PackedTargets, k: int, threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(values (M, k) float32, indices (M, k) int64, rescored) of the k best scores <x, y_n> + h_n
-    per row; ``rescored``: the pairs the bfloat16 screen sent to an exact float32 rescore (0
-    without the screen), i.e. score evaluations beyond the M N screened ones.
+    per row; ``rescored``: the pairs the bfloat16 screen scored again -- rescored in float32, or
+    (two levels) by the full-d screen after the first -- (0 without the screen), i.e. score
+    evaluations beyond the M N screened ones.
 
     x: (M, d) float32 CPU tensor; 1 <= k <= N. Rows are split over ``threads`` Python threads
     (default ``torch.get_num_threads()``); each row's answer does not depend on the split, nor on

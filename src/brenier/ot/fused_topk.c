@@ -207,6 +207,11 @@ static inline uint16_t to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
+/* a (2 d2) floats -> d2 bf16 pairs (a_2q low, a_2q+1 high), as the screen reads them */
+static inline void pack_bf16(const float *a, int64_t d2, uint32_t *out) {
+    for (int64_t q = 0; q < d2; q++) out[q] = (uint32_t)to_bf16(a[2 * q]) | (uint32_t)to_bf16(a[2 * q + 1]) << 16;
+}
+
 /* err of one row (see the bound above): x (d) the row, xa (2 d2) its screened coordinates (x
    itself, or its first coordinates in the rotated frame) and xb their bf16 pairs as the kernel
    reads them; ymax_a, rymax_a bound the targets' screened parts and their bf16 rounding, rot the
@@ -526,8 +531,7 @@ int64_t brenier_topk_bf16(const float *x, int64_t m, int64_t d, const float *rot
             const float *xi = x + (g0 + i) * d;
             for (int64_t j = 0; j < 2 * d2f; j++) xf[j] = j < d ? xi[j] : 0.0f;
             uint32_t *xbf_full = s.xbf_full + i * d2f;
-            for (int64_t q = 0; q < d2f; q++)
-                xbf_full[q] = (uint32_t)to_bf16(xf[2 * q]) | (uint32_t)to_bf16(xf[2 * q + 1]) << 16;
+            pack_bf16(xf, d2f, xbf_full);
             s.err[i] = screen_error(xi, d, xf, xbf_full, d2f, ymax, ymax, rymax, 0.0, hmax);
             s.bx[i] = 0;
             if (rot) { /* x' = x rot, a fixed order of float32 multiply-adds (its error is in rot_err) */
@@ -539,8 +543,7 @@ int64_t brenier_topk_bf16(const float *x, int64_t m, int64_t d, const float *rot
                 for (int64_t j = 0; j < 2 * d2; j++) xa[j] = xr[j];
                 for (int64_t j = 2 * d2; j < d; j++) nb += (double)xr[j] * xr[j];
                 s.bx[i] = (float)(sqrt(nb) * (1 + 1e-6)); /* rounded up: the float rounding is 2^-24 */
-                for (int64_t q = 0; q < d2; q++)
-                    s.xbf[i * d2 + q] = (uint32_t)to_bf16(xa[2 * q]) | (uint32_t)to_bf16(xa[2 * q + 1]) << 16;
+                pack_bf16(xa, d2, s.xbf + i * d2);
                 s.err_lr[i] = screen_error(xi, d, xa, s.xbf + i * d2, d2, ymax, ymax_a, rymax_a, rot_err, hmax);
                 s.thr_lr[i] = -INFINITY;
             }
